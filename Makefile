@@ -1,0 +1,36 @@
+# Two entry points (see README): `make demo` and `make test`. Both set everything up first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_ARGS ?=
+
+.PHONY: system venv setup demo test test-fast benchmarks clean
+
+system:  ## ABINIT 9.6 and its pseudopotentials from Debian
+	@command -v abinit >/dev/null && [ -d /usr/share/abinit/psp/Pseudodojo_nc_sr_04_pw_standard_psp8 ] || \
+	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq abinit abinit-data )
+
+$(VENV)/.installed: pyproject.toml
+	@[ -x $(PY) ] || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU wheel; an unpinned torch would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[tests]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+setup: system venv  ## AiiDA profile (SQLite + ZeroMQ), localhost codes, pseudo families
+	$(VENV)/bin/aiida-mlresponse setup
+
+demo: setup  ## the main job: label a small BN displacement set, print P and eps_inf with provenance
+	$(VENV)/bin/verdi run workchains/run_bn_labels.py
+
+test: system venv  ## the whole suite (real ABINIT, real training, temporary AiiDA profiles)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: system venv
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""Provenance commands (filled in by the labelling work)."""

@@ -1,0 +1,142 @@
+"""`aiida-mlresponse setup`: profile, computer, ABINIT codes and pseudo families, idempotently."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import click
+
+PROFILE_NAME = 'mlresponse'
+CODES = {'abinit': 'mlresponse.abinit.response', 'anaddb': None}
+
+
+class SetupError(click.ClickException):
+    """A missing prerequisite, reported with what to do about it."""
+
+
+def find_executables() -> dict[str, str]:
+    """Paths of the ABINIT executables, or an error telling how to install them."""
+    found = {name: shutil.which(name) for name in CODES}
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
+        raise SetupError(
+            f'ABINIT executable(s) not found on PATH: {", ".join(missing)}. '
+            'Install them with `apt-get install -y abinit abinit-data` (Debian) or put them on PATH.'
+        )
+    return found
+
+
+def ensure_profile(profile_name: str = PROFILE_NAME) -> tuple[str, bool]:
+    """Load the default profile, or create `profile_name` with `verdi presto` (SQLite + ZeroMQ)."""
+    from aiida import load_profile
+    from aiida.common.exceptions import MissingConfigurationError, ProfileConfigurationError
+    from aiida.manage.configuration import get_config
+
+    try:
+        config = get_config(create=True)
+        if config.default_profile_name:
+            profile = load_profile(allow_switch=True)
+            return profile.name, False
+    except (MissingConfigurationError, ProfileConfigurationError):
+        pass
+    verdi = shutil.which('verdi') or str(pathlib_parent_bin() / 'verdi')
+    subprocess.run(
+        [verdi, 'presto', '--profile-name', profile_name, '--use-zeromq', '--non-interactive'], check=True
+    )
+    from aiida.manage.configuration import reset_config
+
+    reset_config()
+    profile = load_profile(profile_name, allow_switch=True)
+    return profile.name, True
+
+
+def pathlib_parent_bin():
+    import pathlib
+
+    return pathlib.Path(sys.executable).parent
+
+
+def ensure_computer():
+    """The `localhost` computer (created by presto; created here for profiles made otherwise)."""
+    from aiida import orm
+    from aiida.common.exceptions import NotExistent
+
+    try:
+        computer = orm.load_computer('localhost')
+        created = False
+    except NotExistent:
+        import tempfile
+
+        computer = orm.Computer(
+            label='localhost',
+            hostname='localhost',
+            description='this machine',
+            transport_type='core.local',
+            scheduler_type='core.direct',
+            workdir=tempfile.gettempdir() + '/aiida_run',
+        ).store()
+        created = True
+    if not computer.is_configured:
+        computer.configure()
+    # Serial ABINIT jobs: on a small machine several serial runs beat one MPI run.
+    computer.set_default_mpiprocs_per_machine(1)
+    return computer, created
+
+
+def ensure_codes(computer, executables: dict[str, str]) -> list[tuple[str, bool]]:
+    """InstalledCode `abinit@localhost` and `anaddb@localhost`; existing ones are kept."""
+    from aiida import orm
+    from aiida.common.exceptions import NotExistent
+
+    results = []
+    for name, plugin in CODES.items():
+        label = f'{name}@{computer.label}'
+        try:
+            orm.load_code(label)
+            results.append((label, False))
+            continue
+        except NotExistent:
+            pass
+        code = orm.InstalledCode(
+            label=name,
+            computer=computer,
+            filepath_executable=executables[name],
+            default_calc_job_plugin=plugin,
+            description=f'{name} {abinit_version(executables["abinit"])} from {executables[name]}',
+        )
+        code.store()
+        results.append((label, True))
+    return results
+
+
+def abinit_version(executable: str) -> str:
+    try:
+        return subprocess.run([executable, '--version'], capture_output=True, text=True, timeout=60).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return 'unknown version'
+
+
+def run_setup(echo=click.echo) -> dict:
+    """Do every set-up step; a second run changes nothing. Returns what was created."""
+    from aiida_mlresponse.abinit.pseudos import PseudoSetupError, family_source_files, FAMILIES, install_families
+
+    executables = find_executables()
+    try:
+        for label in FAMILIES:
+            family_source_files(label)
+    except PseudoSetupError as exc:
+        raise SetupError(str(exc)) from exc
+    profile, created = ensure_profile()
+    echo(f'profile   {profile:50s} {"created" if created else "exists"}')
+    computer, created = ensure_computer()
+    echo(f'computer  {computer.label:50s} {"created" if created else "exists"}')
+    changes = {'profile': created}
+    for label, created in ensure_codes(computer, executables):
+        echo(f'code      {label:50s} {"created" if created else "exists"}')
+        changes[label] = created
+    for label, created in install_families():
+        echo(f'pseudos   {label:50s} {"created" if created else "exists"}')
+        changes[label] = created
+    return changes

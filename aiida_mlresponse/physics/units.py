@@ -1,0 +1,10 @@
+"""Unit conversions. Inside the package everything is atomic units (Bohr, Hartree, e)."""
+
+BOHR_TO_ANGSTROM = 0.529177210903
+ANGSTROM_TO_BOHR = 1.0 / BOHR_TO_ANGSTROM
+HARTREE_TO_EV = 27.211386245988
+HARTREE_TO_CM1 = 219474.6313632
+AMU_TO_ME = 1822.888486209
+# Polarization: e/Bohr^2 -> C/m^2
+E_PER_BOHR2_TO_C_PER_M2 = 57.21476575
+BOLTZMANN_HA_PER_K = 3.166811563e-6

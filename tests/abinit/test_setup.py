@@ -1,0 +1,45 @@
+"""`aiida-mlresponse setup` pieces: pseudo families from abinit-data, idempotent, clear errors."""
+
+import pathlib
+
+import pytest
+
+from aiida_mlresponse.abinit.pseudos import FAMILIES, PseudoSetupError, family_source_files, install_families
+
+
+def test_families_installed_once(pseudo_families):
+    from aiida_pseudo.groups.family import PseudoPotentialFamily
+    from aiida import orm
+
+    assert {label for label, _ in pseudo_families} == set(FAMILIES)
+    again = install_families()
+    assert all(created is False for _, created in again)
+    family = orm.load_group('mlresponse/PseudoDojo/0.4/LDA/SR/largecore/psp8')
+    assert isinstance(family, PseudoPotentialFamily)
+    assert set(family.elements) == {'Ga', 'As', 'Mg'}
+    # the large-core Ga (3 valence electrons), not the semicore one
+    source = family_source_files('mlresponse/PseudoDojo/0.4/LDA/SR/largecore/psp8')['Ga']
+    assert source.name == 'Ga-low.psp8'
+    assert family.get_pseudo('Ga').get_content() == source.read_text()
+
+
+def test_missing_pseudo_files_give_clear_error(tmp_path: pathlib.Path):
+    with pytest.raises(PseudoSetupError, match='apt-get install -y abinit-data'):
+        family_source_files(next(iter(FAMILIES)), psp_root=tmp_path)
+
+
+def test_missing_abinit_gives_clear_error(monkeypatch):
+    from aiida_mlresponse.cli.setup import SetupError, find_executables
+
+    monkeypatch.setenv('PATH', '/nonexistent')
+    with pytest.raises(SetupError, match='apt-get install -y abinit'):
+        find_executables()
+
+
+def test_pseudos_for_structure_rejects_uncovered_element(pseudo_families, bn_structure):
+    from aiida_mlresponse.abinit.pseudos import pseudos_for_structure
+
+    with pytest.raises(PseudoSetupError, match='no potential for B, N'):
+        pseudos_for_structure(bn_structure, 'mlresponse/PseudoDojo/0.4/LDA/SR/largecore/psp8')
+    pseudos = pseudos_for_structure(bn_structure, 'mlresponse/PseudoDojo/0.4/LDA/SR/standard/psp8')
+    assert set(pseudos) == {'B', 'N'}
