@@ -1,0 +1,26 @@
+"""Berry-phase polarization is defined modulo the quantum e R_i / Ω along each lattice vector R_i."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def polarization_quanta(cell_bohr) -> np.ndarray:
+    """Rows: the polarization quantum e R_i / Ω (e/Bohr²) for each lattice vector R_i (Bohr)."""
+    cell = np.asarray(cell_bohr, dtype=float)
+    return cell / abs(np.linalg.det(cell))
+
+
+def fix_branch(polarization, reference, cell_bohr) -> np.ndarray:
+    """Shift P (e/Bohr², Cartesian, (3,) or (n, 3)) by whole quanta to the branch nearest `reference`.
+
+    P - P_ref is written in the basis of the quanta, its coefficients are reduced to [-½, ½), and the
+    result is added back to P_ref: continuous with the reference for any displacement smaller than
+    half a quantum.
+    """
+    quanta = polarization_quanta(cell_bohr)
+    delta = np.asarray(polarization, dtype=float) - np.asarray(reference, dtype=float)
+    coefficients = np.linalg.solve(quanta.T, np.atleast_2d(delta).T).T
+    coefficients -= np.round(coefficients)
+    fixed = np.asarray(reference, dtype=float) + coefficients @ quanta
+    return fixed.reshape(np.shape(polarization))

@@ -1,0 +1,21 @@
+import numpy as np
+
+from aiida_mlresponse.physics.crystals import bn_cubic
+from aiida_mlresponse.physics.polarization import fix_branch, polarization_quanta
+from aiida_mlresponse.physics.units import ANGSTROM_TO_BOHR
+
+
+def test_bn_supercell_quantum_matches_published_value():
+    """The radnet data README: quantum e R/Ω = 0.01506 e/Bohr² for the 2x2x2 BN supercell."""
+    cell = 2 * bn_cubic()[0] * ANGSTROM_TO_BOHR
+    np.testing.assert_allclose(np.linalg.norm(polarization_quanta(cell), axis=1), 0.01506, rtol=2e-3)
+
+
+def test_fix_branch_removes_whole_quanta_and_keeps_small_changes():
+    cell = bn_cubic()[0] * ANGSTROM_TO_BOHR
+    quanta = polarization_quanta(cell)
+    reference = np.array([0.001, -0.002, 0.0005])
+    small = reference + np.array([1e-4, -2e-4, 3e-5])
+    jumped = np.stack([small + quanta[0], small - 2 * quanta[1] + quanta[2], small])
+    np.testing.assert_allclose(fix_branch(jumped, reference, cell), np.tile(small, (3, 1)), atol=1e-14)
+    np.testing.assert_allclose(fix_branch(small, reference, cell), small, atol=1e-15)
