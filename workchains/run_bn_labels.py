@@ -1,0 +1,47 @@
+"""Main job (until the active-learning + Raman campaign lands): label a small cubic-BN displacement set.
+
+    verdi run workchains/run_bn_labels.py [--protocol fast] [--count 4] [--sigma 0.01] [--seed 0]
+
+Runs ABINIT (Berry-phase P, DFPT ε∞) on the equilibrium cell and `count` displaced cells, gathers one
+DatasetData node and prints P and ε∞ per configuration with the ABINIT calculation behind each row.
+"""
+
+import argparse
+
+from aiida import orm
+from aiida.engine import run_get_node
+
+from aiida_mlresponse.data import structure_from_arrays
+from aiida_mlresponse.physics.crystals import bn_cubic
+from aiida_mlresponse.workflows.labels import DisplacementLabelsWorkChain
+from aiida_mlresponse.workflows.provenance import calculations_behind
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument('--protocol', default='fast')
+parser.add_argument('--count', type=int, default=4)
+parser.add_argument('--sigma', type=float, default=0.01, help='displacement width in Å')
+parser.add_argument('--seed', type=int, default=0)
+parser.add_argument('--code', default='abinit@localhost')
+args = parser.parse_args()
+
+builder = DisplacementLabelsWorkChain.get_builder_from_protocol(
+    orm.load_code(args.code), structure_from_arrays(*bn_cubic()), protocol=args.protocol,
+    sigma=args.sigma, count=args.count, seed=args.seed,
+)
+results, node = run_get_node(builder)
+if not node.is_finished_ok:
+    raise SystemExit(f'{node.process_label}<{node.pk}> failed: exit status {node.exit_status} {node.exit_message}')
+
+dataset = results['dataset']
+calcs = [orm.load_node(uuid) for uuid in dataset.base.attributes.get('calculations')]
+assert {c.pk for c in calcs} == {c.pk for c in calculations_behind(dataset)}
+print(f'\nDataset <{dataset.pk}> {dataset.uuid}: {dataset.size} BN configurations, protocol {args.protocol}')
+print(f'{"#":>3} {"P_x":>12} {"P_y":>12} {"P_z":>12}  {"eps_xx":>8} {"eps_yy":>8} {"eps_zz":>8} {"eps_xy":>9}  ABINIT calculation')
+print(f'{"":>3} {"(e/bohr^2)":>38}  {"(dimensionless)":>36}')
+polarization = dataset.get_array('polarization')
+epsilon = dataset.get_array('dielectric_tensor')
+for row, (p, eps, calc) in enumerate(zip(polarization, epsilon, calcs)):
+    print(f'{row:>3} {p[0]:12.4e} {p[1]:12.4e} {p[2]:12.4e}  {eps[0, 0]:8.4f} {eps[1, 1]:8.4f} {eps[2, 2]:8.4f} {eps[0, 1]:9.2e}  '
+          f'{calc.process_label}<{calc.pk}> {calc.uuid}')
+print(f'\nProvenance: `aiida-mlresponse provenance calcs {dataset.pk}` lists the calculations; '
+      f'`verdi node graph generate {dataset.pk}` draws the graph.')
