@@ -55,6 +55,6 @@ def test_bad_input():
     eps[0, 0] = 1.0
     with pytest.raises(DeformationError, match='λ <= 0'):
         strain_path(eps, [-0.5, -1.5])  # 1 + ε11 < 0 turns the cell inside out
-    shear = np.ones((3, 3)) - np.eye(3)
+    shear = np.array([[0, 1, 1], [1, 0, -1], [1, -1, 0]], dtype=float)
     with pytest.raises(DeformationError, match='Gram determinant'):
-        strain_path(shear, [0.6])  # three angles of about 21°: they close no cell
+        strain_path(shear, [0.1, 0.7])  # θa ≈ 170°, θb = θc ≈ 10°: no cell has these angles
