@@ -1,0 +1,105 @@
+"""Reader for the HDF5 layout of the radnet data (../shared/data/radnet, README there).
+
+File layout: ``atomic_numbers`` (N,), ``cell`` (3, 3) rows in Å, ``coordinates`` (M, N, 3) Cartesian Å,
+``polarization`` (M, 3) Berry-phase P in e/Bohr² as ABINIT printed it (branch not fixed),
+``dielectric`` (M, 3, 3) ε∞.
+
+Inside the package everything is atomic units: `RadnetDataset` holds the cell and positions in Bohr,
+P in e/Bohr² with its branch fixed, and ε∞ both as tensors and as six Voigt components
+(xx, yy, zz, yz, xz, xy).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import numpy as np
+
+from ..physics.polarization import fix_branch
+from ..physics.units import ANGSTROM_TO_BOHR
+
+# Voigt order of the six independent components of a symmetric 3x3 tensor.
+VOIGT_PAIRS = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+TARGETS = {'polarization': 3, 'dielectric': 6}
+TARGET_UNITS = {'polarization': 'e/Bohr^2', 'dielectric': 'dimensionless'}
+
+
+def tensor_to_voigt(tensors) -> np.ndarray:
+    """(..., 3, 3) tensors -> (..., 6) in the order xx, yy, zz, yz, xz, xy, of their symmetric part.
+
+    The published ε∞ are symmetric only to the printed digits (|ε_ij - ε_ji| <= 5e-8 for GaAs).
+    """
+    tensors = np.asarray(tensors)
+    tensors = 0.5 * (tensors + np.swapaxes(tensors, -1, -2))
+    return np.stack([tensors[..., i, j] for i, j in VOIGT_PAIRS], axis=-1)
+
+
+def voigt_to_tensor(voigt) -> np.ndarray:
+    """(..., 6) -> (..., 3, 3) symmetric tensors."""
+    voigt = np.asarray(voigt)
+    tensors = np.zeros(voigt.shape[:-1] + (3, 3), dtype=voigt.dtype)
+    for k, (i, j) in enumerate(VOIGT_PAIRS):
+        tensors[..., i, j] = voigt[..., k]
+        tensors[..., j, i] = voigt[..., k]
+    return tensors
+
+
+@dataclasses.dataclass
+class RadnetDataset:
+    """Configurations of one fixed cell with their labels, in atomic units."""
+
+    numbers: np.ndarray  # (N,) atomic numbers
+    cell: np.ndarray  # (3, 3) Bohr, rows are lattice vectors
+    positions: np.ndarray  # (M, N, 3) Bohr, Cartesian
+    polarization: np.ndarray  # (M, 3) e/Bohr², branch fixed
+    dielectric: np.ndarray  # (M, 3, 3)
+    name: str = ''
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def targets(self, kind: str) -> np.ndarray:
+        """The training labels of one kind: P (M, 3) or ε∞ in Voigt order (M, 6)."""
+        if kind == 'polarization':
+            return self.polarization
+        if kind == 'dielectric':
+            return tensor_to_voigt(self.dielectric)
+        raise ValueError(f'unknown target {kind!r}: choose one of {sorted(TARGETS)}')
+
+    def subset(self, indices) -> 'RadnetDataset':
+        indices = np.asarray(indices)
+        return dataclasses.replace(
+            self, positions=self.positions[indices], polarization=self.polarization[indices],
+            dielectric=self.dielectric[indices],
+        )
+
+
+def load_radnet_h5(path, reference_index: int = 0) -> RadnetDataset:
+    """Read one radnet HDF5 file; fix the polarization branch against configuration `reference_index`.
+
+    The files hold no undisplaced structure: every configuration is a Gaussian displacement
+    (σ ≈ 0.01 Å) of the equilibrium one, so any of them is a valid reference: P changes by ~1e-4
+    e/Bohr² between configurations, far below half a quantum (0.0075 e/Bohr² for the BN supercell).
+    """
+    import h5py
+
+    path = pathlib.Path(path)
+    with h5py.File(path, 'r') as handle:
+        missing = {'atomic_numbers', 'cell', 'coordinates', 'polarization', 'dielectric'} - set(handle)
+        if missing:
+            raise KeyError(f'{path}: not the radnet HDF5 layout, missing {sorted(missing)}')
+        numbers = np.asarray(handle['atomic_numbers'][()], dtype=int)
+        cell = np.asarray(handle['cell'][()], dtype=float) * ANGSTROM_TO_BOHR
+        positions = np.asarray(handle['coordinates'][()], dtype=float) * ANGSTROM_TO_BOHR
+        polarization = np.asarray(handle['polarization'][()], dtype=float)
+        dielectric = np.asarray(handle['dielectric'][()], dtype=float)
+    polarization = fix_branch(polarization, polarization[reference_index], cell)
+    return RadnetDataset(numbers, cell, positions, polarization, dielectric, name=path.stem)
+
+
+def split_indices(n: int, validation_fraction: float = 0.2, seed: int = 0):
+    """A random train/validation split of range(n) (reproducible)."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_validation = int(round(validation_fraction * n))
+    return np.sort(order[n_validation:]), np.sort(order[:n_validation])
