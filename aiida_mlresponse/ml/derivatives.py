@@ -27,6 +27,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ..physics.born import impose_acoustic_sum_rule
+from .datasets import VOIGT_PAIRS
 from .density import AtomCubes, NeighbourList
 
 __all__ = [
@@ -34,8 +36,8 @@ __all__ = [
     'chi_directional_derivatives', 'symmetric_tensor',
 ]
 
-#: Order of the six independent components of a symmetric 3x3 tensor (ε∞, χ) in model outputs.
-VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+#: Order of the six independent components of a symmetric 3x3 tensor (ε∞, χ) in model outputs: xx yy zz yz xz xy.
+VOIGT = VOIGT_PAIRS
 
 
 class AtomSumModel:
@@ -128,10 +130,6 @@ def directional_derivatives(function, positions, directions) -> torch.Tensor:
     return total.detach()
 
 
-def _apply_acoustic_sum_rule(per_atom: np.ndarray) -> np.ndarray:
-    return per_atom - per_atom.mean(axis=0, keepdims=True)
-
-
 def born_charges(polarization, positions, volume: float | None = None, acoustic_sum_rule: bool = True,
                  batched: bool = True) -> np.ndarray:
     """Z*_κ,αβ = Ω ∂P_α/∂τ_κβ as (N, 3, 3) [κ, α, β], in e.
@@ -143,7 +141,7 @@ def born_charges(polarization, positions, volume: float | None = None, acoustic_
         volume = polarization.volume
     dp = jacobian(polarization, positions, batched=batched).cpu().double().numpy()  # (3, N, 3) [α, κ, β]
     charges = volume * dp.transpose(1, 0, 2)
-    return _apply_acoustic_sum_rule(charges) if acoustic_sum_rule else charges
+    return impose_acoustic_sum_rule(charges) if acoustic_sum_rule else charges
 
 
 def symmetric_tensor(values, components: Sequence[tuple[int, int]] = VOIGT):
@@ -165,7 +163,7 @@ def chi_derivatives(dielectric, positions, components: Sequence[tuple[int, int]]
     """
     de = jacobian(dielectric, positions, batched=batched).cpu().double().numpy()  # (K, N, 3)
     dchi = symmetric_tensor(np.moveaxis(de, 0, -1), components) / (4.0 * math.pi)
-    return _apply_acoustic_sum_rule(dchi) if acoustic_sum_rule else dchi
+    return impose_acoustic_sum_rule(dchi)  # same rule per atom if acoustic_sum_rule else dchi
 
 
 def chi_directional_derivatives(dielectric, positions, directions,
