@@ -1,0 +1,202 @@
+"""`AbinitResponseParser`: netCDF outputs of `AbinitResponseCalculation` -> nodes with named units.
+
+Outputs
+    output_parameters (Dict)
+        total_energy [Ha], fermi_energy, homo, lumo, band_gap [eV], volume [Bohr^3], number_of_electrons,
+        polarization (branch fixed) and polarization_as_printed [e/Bohr^2, Cartesian] when computed,
+        polarization_branch_reference (True when fixed against `reference_polarization`),
+        abinit_warnings (number of scprqt nstep warnings), each quantity with a `<name>_units` key.
+    output_arrays (ArrayData), units in the attributes `<array>_units`:
+        polarization (3,) e/Bohr^2, Cartesian, branch fixed against `reference_polarization` if given,
+            otherwise as ABINIT folds it (total Berry phase in [-1, 1]); `polarization_as_printed` (3,)
+        dielectric_tensor (3, 3) ε∞ (dimensionless)
+        born_charges (natom, 3, 3) Z*_κ,αβ = Ω ∂P_α/∂τ_κβ (α field, β displacement), acoustic sum rule
+            imposed (mean subtracted); born_charges_raw as ABINIT computed them
+        force_constants_gamma (natom, 3, natom, 3) Ha/Bohr^2 (no ASR imposed)
+        forces (natom, 3) Ha/Bohr; stress (6,) Voigt Ha/Bohr^3
+
+Text outputs are only read to detect errors (the ERROR block of the log) and unconverged cycles.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+import numpy as np
+from aiida import orm
+from aiida.parsers import Parser
+
+from aiida_mlresponse.abinit.calculations import AbinitResponseCalculation as Calc
+from aiida_mlresponse.abinit.netcdf import (
+    OutputFileError, band_edges, field_field_block, read_ddb_netcdf, read_ddb_text_elements, read_gsr,
+)
+from aiida_mlresponse.physics.born import (
+    born_charges_from_reduced, dielectric_from_reduced, force_constants_from_reduced, impose_acoustic_sum_rule,
+    polarization_from_phases,
+)
+from aiida_mlresponse.physics.polarization import fix_branch
+from aiida_mlresponse.physics.units import HARTREE_TO_EV
+
+_DATASET_RE = re.compile(r'^\s*== DATASET\s+(\d+)', re.MULTILINE)
+_NSTEP_RE = re.compile(r'nstep=\s*\d+\s+was not enough SCF cycles to converge')
+_ERROR_RE = re.compile(r'^--- !ERROR\s*\n(.*?)^\.\.\.', re.MULTILINE | re.DOTALL)
+
+
+def abinit_error_message(text: str) -> str | None:
+    """The message of the first `--- !ERROR` block of an ABINIT log/output, on one line."""
+    match = _ERROR_RE.search(text)
+    if not match:
+        return None
+    block = match.group(1)
+    source = re.search(r'src_file:\s*(\S+)', block)
+    message = block.split('message: |', 1)[-1]
+    message = ' '.join(line.strip() for line in message.splitlines() if line.strip())
+    return f'{message} ({source.group(1)})' if source else message
+
+
+def unconverged_datasets(output_text: str) -> list[int]:
+    """Datasets whose SCF (or response) cycle stopped at nstep without reaching its tolerance."""
+    parts = _DATASET_RE.split(output_text)
+    # parts: [preamble, '1', text1, '2', text2, ...]; the final echo of variables has no dataset header.
+    return sorted({int(number) for number, text in zip(parts[1::2], parts[2::2]) if _NSTEP_RE.search(text)})
+
+
+class AbinitResponseParser(Parser):
+    """Parse GSR.nc (P, energies, gap, forces), DDB.nc + DDB (ε∞, Z*, Γ force constants)."""
+
+    def parse(self, **kwargs):
+        retrieved = self.retrieved
+        names = retrieved.base.repository.list_object_names()
+        walltime = self.node.exit_status == Calc.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME.status
+        if Calc._OUTPUT_FILE not in names and Calc._LOG_FILE not in names:
+            return self.exit_codes.ERROR_OUT_OF_WALLTIME if walltime else self.exit_codes.ERROR_MISSING_OUTPUT_FILES
+        output_text = retrieved.base.repository.get_object_content(Calc._OUTPUT_FILE) if Calc._OUTPUT_FILE in names else ''
+        log_text = retrieved.base.repository.get_object_content(Calc._LOG_FILE) if Calc._LOG_FILE in names else ''
+
+        error = abinit_error_message(log_text) or abinit_error_message(output_text)
+        if error is None and Calc.ABORT_FILE in names:
+            error = retrieved.base.repository.get_object_content(Calc.ABORT_FILE).strip()[:500] or None
+        if error:
+            return self.exit_codes.ERROR_ABINIT.format(error=error)
+        if 'Calculation completed' not in output_text:
+            return self.exit_codes.ERROR_OUT_OF_WALLTIME if walltime else self.exit_codes.ERROR_OUTPUT_INCOMPLETE
+
+        temporary = kwargs.get('retrieved_temporary_folder')
+        folder = pathlib.Path(temporary) if temporary else None
+        switches = self._switches()
+        try:
+            parameters, arrays = self._parse_netcdf(folder, switches)
+        except FileNotFoundError as exc:
+            return self.exit_codes.ERROR_MISSING_NETCDF.format(filename=exc.filename)
+        except (OutputFileError, KeyError, ValueError, IndexError) as exc:
+            return self.exit_codes.ERROR_UNREADABLE_NETCDF.format(error=str(exc))
+
+        unconverged = unconverged_datasets(output_text)
+        parameters['unconverged_datasets'] = unconverged
+        output_arrays = orm.ArrayData()
+        for name, (value, units) in arrays.items():
+            output_arrays.set_array(name, np.asarray(value, dtype=float))
+            output_arrays.base.attributes.set(f'{name}_units', units)
+        self.out('output_parameters', orm.Dict(parameters))
+        self.out('output_arrays', output_arrays)
+
+        if 1 in unconverged:
+            return self.exit_codes.ERROR_SCF_NOT_CONVERGED
+        if unconverged:
+            return self.exit_codes.ERROR_RESPONSE_NOT_CONVERGED
+        gap = parameters.get('band_gap')
+        if gap is not None and gap <= 0.0:
+            return self.exit_codes.ERROR_NO_GAP.format(gap_ev=f'{gap:.4f}')
+        problem = self._check_physics(arrays)
+        if problem:
+            return self.exit_codes.ERROR_INVALID_OUTPUT.format(error=problem)
+        return None
+
+    def _switches(self) -> dict:
+        from aiida_mlresponse.abinit.calculations import response_switches
+
+        return response_switches(self.node.inputs.response if 'response' in self.node.inputs else None)
+
+    def _parse_netcdf(self, folder, switches):
+        if folder is None:
+            raise FileNotFoundError(2, 'no temporary retrieved folder', Calc.GSR_FILE)
+        gsr = read_gsr(_existing(folder / Calc.GSR_FILE))
+        cell = gsr['cell']
+        volume = abs(float(np.linalg.det(cell)))
+        homo, lumo = band_edges(gsr['eigenvalues'], gsr['occupations'])
+        parameters = {
+            'total_energy': gsr['etotal'], 'total_energy_units': 'Ha',
+            'fermi_energy': gsr['fermi_energy'] * HARTREE_TO_EV, 'fermi_energy_units': 'eV',
+            'homo': homo * HARTREE_TO_EV, 'homo_units': 'eV',
+            'volume': volume, 'volume_units': 'Bohr^3',
+            'number_of_electrons': gsr['number_of_electrons'],
+            'number_of_atoms': int(len(gsr['forces'])),
+        }
+        if lumo is not None:
+            parameters.update({
+                'lumo': lumo * HARTREE_TO_EV, 'lumo_units': 'eV',
+                'band_gap': (lumo - homo) * HARTREE_TO_EV, 'band_gap_units': 'eV',
+            })
+        arrays = {'forces': (gsr['forces'], 'Ha/Bohr'), 'stress': (gsr['stress'], 'Ha/Bohr^3')}
+
+        if switches['polarization']:
+            phases = gsr['reduced_electronic_polarization'] + gsr['reduced_ionic_polarization']
+            printed = polarization_from_phases(phases, cell)
+            reference = self.node.inputs.reference_polarization if 'reference_polarization' in self.node.inputs else None
+            if reference is not None:
+                fixed = fix_branch(printed, reference.get_array('polarization'), cell)
+            else:
+                fixed = printed
+            arrays['polarization'] = (fixed, 'e/Bohr^2')
+            arrays['polarization_as_printed'] = (printed, 'e/Bohr^2')
+            parameters.update({
+                'polarization': fixed.tolist(), 'polarization_units': 'e/Bohr^2',
+                'polarization_as_printed': printed.tolist(), 'polarization_as_printed_units': 'e/Bohr^2',
+                'polarization_branch_reference': reference is not None,
+            })
+
+        if switches['dielectric'] or switches['phonons']:
+            ddb = read_ddb_netcdf(_existing(folder / Calc.DDB_NC_FILE))
+            natom = len(ddb['atom_species'])
+            zion = ddb['valence_charges'][ddb['atom_species'] - 1]
+            if switches['dielectric']:
+                elements = read_ddb_text_elements(_existing(folder / Calc.DDB_FILE).read_text())
+                block = field_field_block(elements, natom)
+                if block is None:
+                    raise OutputFileError('the DDB has no complete electric field - electric field block')
+                arrays['dielectric_tensor'] = (dielectric_from_reduced(block, ddb['cell']), 'dimensionless')
+            if switches['phonons']:
+                d2, mask = ddb['displacement_displacement'], ddb['displacement_displacement_mask']
+                if d2 is None or not mask.all():
+                    raise OutputFileError('the DDB.nc lacks part of the Γ displacement-displacement block')
+                arrays['force_constants_gamma'] = (force_constants_from_reduced(d2, ddb['cell']), 'Ha/Bohr^2')
+            if switches['phonons'] and switches['dielectric']:
+                mixed, mask = ddb['displacement_field'], ddb['displacement_field_mask']
+                if mixed is None or not mask.all():
+                    raise OutputFileError('the DDB.nc lacks part of the displacement - electric field block')
+                raw = born_charges_from_reduced(mixed, ddb['cell'], zion)
+                arrays['born_charges_raw'] = (raw, 'e')
+                arrays['born_charges'] = (impose_acoustic_sum_rule(raw), 'e')
+                parameters['born_charges_asr_violation'] = float(np.abs(raw.sum(axis=0)).max())
+                parameters['born_charges_asr_violation_units'] = 'e'
+        return parameters, arrays
+
+    @staticmethod
+    def _check_physics(arrays) -> str | None:
+        """Results that no insulator can have: an indefinite or strongly asymmetric ε∞."""
+        if 'dielectric_tensor' in arrays:
+            eps = arrays['dielectric_tensor'][0]
+            if not np.all(np.isfinite(eps)):
+                return 'ε∞ has non-finite entries'
+            if np.abs(eps - eps.T).max() > 1e-3 * np.abs(eps).max():
+                return f'ε∞ is not symmetric: {np.round(eps, 5).tolist()}'
+            if np.linalg.eigvalsh(0.5 * (eps + eps.T)).min() < 1.0:
+                return f'ε∞ has an eigenvalue below 1: {np.round(eps, 5).tolist()}'
+        return None
+
+
+def _existing(path: pathlib.Path) -> pathlib.Path:
+    if not path.is_file():
+        raise FileNotFoundError(2, 'missing', path.name)
+    return path

@@ -1,0 +1,75 @@
+"""Live runs of AbinitResponseCalculation and its restart WorkChain against the real ABINIT (test protocol)."""
+
+import numpy as np
+import pytest
+from aiida import orm
+from aiida.engine import run_get_node
+
+from aiida_mlresponse.workflows.base import AbinitResponseBaseWorkChain
+
+pytestmark = pytest.mark.slow
+
+
+def _displaced(structure, shift_angstrom):
+    """A copy of `structure` with its second atom moved (breaks the cubic symmetry, like a training sample)."""
+    from aiida_mlresponse.data import structure_from_arrays, structure_to_arrays
+
+    cell, positions, symbols, _ = structure_to_arrays(structure)
+    positions = positions.copy()
+    positions[1] += np.asarray(shift_angstrom)
+    return structure_from_arrays(cell, positions, symbols)
+
+
+def test_calcjob_bn_all_responses(abinit_code, bn_structure, pseudo_families):
+    """P (Berry phase), ε∞, Z* and Γ force constants of displaced BN in one tiny live run."""
+    structure = _displaced(bn_structure, [0.01, -0.005, 0.0])
+    builder = AbinitResponseBaseWorkChain.get_builder_from_protocol(
+        abinit_code, structure, protocol='test', response={'phonons': True}
+    )
+    inputs = dict(builder.abinit)
+    # The calculation itself, without the restart wrapper.
+    from aiida_mlresponse.abinit.calculations import AbinitResponseCalculation
+
+    results, node = run_get_node(AbinitResponseCalculation, **inputs)
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    params = results['output_parameters'].get_dict()
+    arrays = results['output_arrays']
+    assert params['total_energy_units'] == 'Ha' and params['total_energy'] < 0
+    assert params['band_gap'] > 1.0 and params['band_gap_units'] == 'eV'  # c-BN is a wide-gap insulator
+    assert params['number_of_electrons'] == 8
+    eps = arrays.get_array('dielectric_tensor')
+    np.testing.assert_allclose(eps, eps.T, atol=1e-4)
+    assert 3.0 < np.linalg.eigvalsh(eps).min() < 8.0
+    z = arrays.get_array('born_charges')
+    assert z.shape == (2, 3, 3)
+    np.testing.assert_allclose(z.sum(axis=0), 0.0, atol=1e-12)  # ASR imposed
+    assert 1.0 < z[0, 0, 0] < 3.5 and -3.5 < z[1, 0, 0] < -1.0  # B positive, N negative
+    fc = arrays.get_array('force_constants_gamma')
+    assert fc.shape == (2, 3, 2, 3)
+    # Translational invariance of the force constants (acoustic sum rule of C): broken only by the
+    # exchange-correlation grid, below 1% at this tiny cutoff.
+    assert np.abs(fc.sum(axis=2)).max() < 1e-2 * np.abs(fc).max()
+    assert arrays.get_array('polarization').shape == (3,)
+    assert arrays.base.attributes.get('polarization_units') == 'e/Bohr^2'
+    # The structure went into ABINIT exactly as given.
+    text = node.base.repository.get_object_content('aiida.abi')
+    assert 'xred' in text and 'chkprim 0' in text and 'ngkpt 2 2 2' in text and 'nshiftk 4' in text
+
+
+def test_workchain_restarts_unconverged_scf(abinit_code, bn_structure, pseudo_families):
+    """nstep too small makes the ground-state SCF fail for real; the handler doubles it and the rerun succeeds."""
+    builder = AbinitResponseBaseWorkChain.get_builder_from_protocol(
+        abinit_code, bn_structure, protocol='test',
+        overrides={'parameters': {'nstep': 3, 'tolvrs1': 1.0e-10}},
+        response={'polarization': True, 'dielectric': False},
+    )
+    results, node = run_get_node(builder)
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    calcs = sorted(node.called, key=lambda n: n.ctime)
+    assert len(calcs) >= 2
+    assert calcs[0].exit_status == AbinitResponseBaseWorkChain._process_class.exit_codes.ERROR_SCF_NOT_CONVERGED.status
+    assert calcs[0].outputs.output_parameters['unconverged_datasets'] == [1]
+    first, last = calcs[0].inputs.parameters.get_dict(), calcs[-1].inputs.parameters.get_dict()
+    assert last['nstep'] > first['nstep'] and last['diemix'] < 1.0
+    assert calcs[-1].is_finished_ok
+    assert 'polarization' in results['output_arrays'].get_arraynames()
