@@ -92,8 +92,10 @@ def read_ddb_netcdf(source) -> dict:
         mask = _get(ds, 'second_derivative_of_energy_mask', required=False)
         born = _get(ds, 'born_effective_charge_tensor', required=False)  # (field, atom, displacement)
         born_mask = _get(ds, 'born_effective_charge_tensor_mask', required=False)
-    result['displacement_displacement'] = None if d2 is None else d2[..., 0]
-    result['displacement_displacement_mask'] = None if mask is None else mask.astype(bool)
+    # netCDF lists the dimensions of ABINIT's Fortran array d2(cplex, idir1, ipert1, idir2, ipert2) in
+    # reverse, so the C-order array is [ipert2, idir2, ipert1, idir1]: transpose back to (j1, j2) order.
+    result['displacement_displacement'] = None if d2 is None else np.transpose(d2[..., 0], (2, 3, 0, 1))
+    result['displacement_displacement_mask'] = None if mask is None else np.transpose(mask, (2, 3, 0, 1)).astype(bool)
     result['displacement_field'] = None if born is None else np.transpose(born, (1, 2, 0))
     result['displacement_field_mask'] = None if born_mask is None else np.transpose(born_mask, (1, 2, 0)).astype(bool)
     return result
