@@ -232,6 +232,7 @@ class AbinitResponseCalculation(CalcJob):
     DDB_FILE = f'{_PREFIX}_DS3_DDB'
     OUT_NC_FILE = f'{_PREFIX}_OUT.nc'
     ABORT_FILE = '__ABI_MPIABORTFILE__'
+    CPU_LIMIT_MESSAGE = 'CPU time limit exceeded'
 
     @classmethod
     def define(cls, spec):
@@ -329,6 +330,12 @@ class AbinitResponseCalculation(CalcJob):
             for name, file in pseudo_files.items()
         ]
         calcinfo.remote_copy_list = []
+        walltime = self.inputs.metadata.options.get('max_wallclock_seconds')
+        computer = self.inputs.code.computer
+        if walltime and computer is not None and computer.scheduler_type == 'core.direct':
+            # The direct scheduler does not enforce max_wallclock_seconds. A soft CPU-time limit (serial run:
+            # CPU time <= wall time) stops a runaway ABINIT with SIGXCPU, which the parser reports as walltime.
+            calcinfo.prepend_text = f'ulimit -S -t {int(walltime)}'
         calcinfo.retrieve_list = [self._OUTPUT_FILE, self._LOG_FILE, self.ABORT_FILE]
         # The netCDF files (MBs each, mostly padding) are parsed into nodes and then dropped.
         calcinfo.retrieve_temporary_list = [self.GSR_FILE, self.DDB_NC_FILE, self.DDB_FILE, self.OUT_NC_FILE]

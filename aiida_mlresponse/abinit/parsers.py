@@ -69,6 +69,9 @@ class AbinitResponseParser(Parser):
         retrieved = self.retrieved
         names = retrieved.base.repository.list_object_names()
         walltime = self.node.exit_status == Calc.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME.status
+        scheduler_stderr = self.node.get_option('scheduler_stderr') or '_scheduler-stderr.txt'
+        if scheduler_stderr in names:  # the soft CPU limit the CalcJob sets on the direct scheduler
+            walltime |= Calc.CPU_LIMIT_MESSAGE in retrieved.base.repository.get_object_content(scheduler_stderr)
         if Calc._OUTPUT_FILE not in names and Calc._LOG_FILE not in names:
             return self.exit_codes.ERROR_OUT_OF_WALLTIME if walltime else self.exit_codes.ERROR_MISSING_OUTPUT_FILES
         output_text = retrieved.base.repository.get_object_content(Calc._OUTPUT_FILE) if Calc._OUTPUT_FILE in names else ''

@@ -60,7 +60,7 @@ def test_workchain_restarts_unconverged_scf(abinit_code, bn_structure, pseudo_fa
     """nstep too small makes the ground-state SCF fail for real; the handler doubles it and the rerun succeeds."""
     builder = AbinitResponseBaseWorkChain.get_builder_from_protocol(
         abinit_code, bn_structure, protocol='test',
-        overrides={'parameters': {'nstep': 3, 'tolvrs1': 1.0e-10}},
+        overrides={'parameters': {'nstep': 5, 'tolvrs1': 1.0e-10}},
         response={'polarization': True, 'dielectric': False},
     )
     results, node = run_get_node(builder)
@@ -73,3 +73,20 @@ def test_workchain_restarts_unconverged_scf(abinit_code, bn_structure, pseudo_fa
     assert last['nstep'] > first['nstep'] and last['diemix'] < 1.0
     assert calcs[-1].is_finished_ok
     assert 'polarization' in results['output_arrays'].get_arraynames()
+
+
+def test_workchain_restarts_after_walltime(abinit_code, bn_structure, pseudo_families):
+    """A 1 s limit kills the run for real (SIGXCPU on the direct scheduler); the handler doubles the walltime
+    until the run fits."""
+    builder = AbinitResponseBaseWorkChain.get_builder_from_protocol(
+        abinit_code, bn_structure, protocol='test', response={'phonons': True},
+        options={'max_wallclock_seconds': 1},
+    )
+    results, node = run_get_node(builder)
+    calcs = sorted(node.called, key=lambda n: n.ctime)
+    walltime = AbinitResponseBaseWorkChain._process_class.exit_codes.ERROR_OUT_OF_WALLTIME.status
+    assert calcs[0].exit_status == walltime, (calcs[0].exit_status, calcs[0].exit_message)
+    limits = [calc.get_option('max_wallclock_seconds') for calc in calcs]
+    assert limits == [2**i for i in range(len(calcs))]
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    assert 'born_charges' in results['output_arrays'].get_arraynames()

@@ -197,6 +197,10 @@ def test_truncated_output_and_walltime(parse):
     # The same truncated output after the scheduler reported a walltime kill.
     _, process = parse(dict(files), response=ALL, exit_status=Calc.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME.status)
     assert process.exit_status == Calc.exit_codes.ERROR_OUT_OF_WALLTIME.status
+    # ... or after the soft CPU limit the CalcJob sets on the direct scheduler stopped ABINIT.
+    files['_scheduler-stderr.txt'] = b"line 9: 123 CPU time limit exceeded '/usr/bin/abinit' 'aiida.abi'\n"
+    _, process = parse(dict(files), response=ALL)
+    assert process.exit_status == Calc.exit_codes.ERROR_OUT_OF_WALLTIME.status
 
 
 NSTEP_WARNING = '\n scprqt:  WARNING -\n  nstep=   30 was not enough SCF cycles to converge;\n'
