@@ -148,4 +148,7 @@ def structure_variables(cell_angstrom, positions_angstrom, kind_names, kind_orde
         'xred': xred.tolist(),
         # The cell and atoms are the user's; ABINIT must not reduce or reject a non-primitive cell.
         'chkprim': 0,
+        # A displaced cell can keep a symmetry whose fractional translation does not fit the FFT grid;
+        # ABINIT then stops unless told to accept it (the structure must not be moved to please it).
+        'chksymtnons': 0,
     }
