@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from aiida_mlresponse.physics.strain import (
+from ..physics.strain import (
     REFERENCE_DEFORMATION,
     DeformationError,
     strain_to_deformation,
