@@ -7,8 +7,10 @@ cubes of ``ml.density``. From it:
 - ∂χ_αβ/∂τ_κγ with χ = (ε∞ - 1)/4π (Bohr⁻¹),
 - directional derivatives Σ_κγ ∂χ_αβ/∂τ_κγ u_κγ along given displacement patterns u (Raman modes).
 
-Full Jacobians use reverse mode: one forward pass and one batched vector-Jacobian product per output
-component (3 for P, 6 for ε∞), so the cost is O(N_atoms) for all 3N derivatives. Directional derivatives use
+Full Jacobians use reverse mode: one forward pass and one vector-Jacobian product through the network per
+output component (3 for P, 6 for ε∞), then a single batched VJP through the density cubes, so the cost is
+O(N_atoms) for all 3N derivatives. Networks that share the cubes (P and ε∞) can be concatenated into one
+AtomSumModel so the cubes are built and differentiated once for both. Directional derivatives use
 forward mode (one JVP per pattern, batched with torch.func.vmap), cheaper than the full Jacobian when there
 are fewer patterns than output components, e.g. the three optical Γ modes of a zincblende crystal.
 Large cells are processed in chunks of centre atoms (``chunk_size``) so memory stays bounded: the sum over
@@ -70,10 +72,17 @@ class AtomSumModel:
     def chunks(self) -> list[torch.Tensor]:
         return list(torch.arange(self.n_atoms).split(self.chunk_size))
 
+    def cubes(self, positions: torch.Tensor, centres=None) -> torch.Tensor:
+        """Density cubes (C, 1, n, n, n) of the centre atoms (all by default), differentiable in positions."""
+        return self.atom_cubes.evaluate(positions, self.cell, self.numbers, self.neighbours, centres=centres)
+
+    def head(self, cubes: torch.Tensor) -> torch.Tensor:
+        """scale · Σ_I model(cube_I) over the given cubes: (K,)."""
+        return self.scale * self.model(cubes).sum(0)
+
     def partial(self, positions: torch.Tensor, centres) -> torch.Tensor:
         """scale · Σ_{I in centres} model(cube_I): (K,). Without the offset; sums over chunks give X - offset."""
-        cubes = self.atom_cubes.evaluate(positions, self.cell, self.numbers, self.neighbours, centres=centres)
-        return self.scale * self.model(cubes).sum(0)
+        return self.head(self.cubes(positions, centres))
 
     def __call__(self, positions) -> torch.Tensor:
         """The prediction X (K,) at positions (N, 3) Bohr."""
@@ -94,25 +103,34 @@ def _positions(function, positions) -> torch.Tensor:
     return torch.as_tensor(positions).detach()
 
 
-def jacobian(function, positions, batched: bool = True) -> torch.Tensor:
-    """∂X_k/∂τ_κβ as (K, N, 3) by reverse mode: one batched VJP per output component (per chunk of atoms).
+def jacobian(function, positions, batched: bool = False) -> torch.Tensor:
+    """∂X_k/∂τ_κβ as (K, N, 3) by reverse mode: one VJP per output component (per chunk of atoms).
 
     function: an AtomSumModel, or any callable positions (N, 3) -> (K,) built from torch operations.
-    batched: use ``is_grads_batched`` (vmap over the K backward passes); False loops over them.
+    For an AtomSumModel the K vector-Jacobian products run through the network only (giving ∂X_k/∂cube),
+    and the chain through the density is one batched VJP, so the cubes are built and differentiated once.
+    batched: vmap the K network VJPs (``is_grads_batched``); measured slower than a loop on CPU.
     """
-    partial, chunks = _chunked(function)
     x = _positions(function, positions).requires_grad_(True)
+    if not isinstance(function, AtomSumModel):
+        return _vjps(function(x).reshape(-1), x, batched).detach()
     total = None
-    for centres in chunks:
-        value = partial(x, centres).reshape(-1)
-        eye = torch.eye(len(value), dtype=value.dtype, device=value.device)
-        if batched:
-            (grads,) = torch.autograd.grad(value, x, eye, is_grads_batched=True)
-        else:
-            grads = torch.stack([
-                torch.autograd.grad(value, x, row, retain_graph=k < len(value) - 1)[0] for k, row in enumerate(eye)])
+    for centres in function.chunks():
+        cubes = function.cubes(x, centres)
+        leaf = cubes.detach().requires_grad_(True)
+        cotangents = _vjps(function.head(leaf), leaf, batched)  # (K, C, 1, n, n, n)
+        (grads,) = torch.autograd.grad(cubes, x, cotangents, is_grads_batched=True)
         total = grads if total is None else total + grads
     return total.detach()
+
+
+def _vjps(value: torch.Tensor, inputs: torch.Tensor, batched: bool) -> torch.Tensor:
+    """Rows of the Jacobian of value (K,) with respect to inputs, stacked: (K, *inputs.shape)."""
+    eye = torch.eye(len(value), dtype=value.dtype, device=value.device)
+    if batched:
+        return torch.autograd.grad(value, inputs, eye, is_grads_batched=True)[0]
+    last = len(value) - 1
+    return torch.stack([torch.autograd.grad(value, inputs, row, retain_graph=k < last)[0] for k, row in enumerate(eye)])
 
 
 def directional_derivatives(function, positions, directions) -> torch.Tensor:
@@ -131,7 +149,7 @@ def directional_derivatives(function, positions, directions) -> torch.Tensor:
 
 
 def born_charges(polarization, positions, volume: float | None = None, acoustic_sum_rule: bool = True,
-                 batched: bool = True) -> np.ndarray:
+                 batched: bool = False) -> np.ndarray:
     """Z*_κ,αβ = Ω ∂P_α/∂τ_κβ as (N, 3, 3) [κ, α, β], in e.
 
     polarization: AtomSumModel (or callable) giving P (3,) in e/Bohr² from positions (N, 3) in Bohr.
@@ -155,7 +173,7 @@ def symmetric_tensor(values, components: Sequence[tuple[int, int]] = VOIGT):
 
 
 def chi_derivatives(dielectric, positions, components: Sequence[tuple[int, int]] = VOIGT,
-                    acoustic_sum_rule: bool = True, batched: bool = True) -> np.ndarray:
+                    acoustic_sum_rule: bool = True, batched: bool = False) -> np.ndarray:
     """∂χ_αβ/∂τ_κγ as (N, 3, 3, 3) [κ, γ, α, β] in Bohr⁻¹, with χ = (ε∞ - 1)/4π.
 
     dielectric: AtomSumModel (or callable) giving the ε∞ components listed in ``components`` (default VOIGT
