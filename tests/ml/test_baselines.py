@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from aiida_mlresponse.ml.baselines import TaylorBaseline, monomial_indices, select_degree
+from aiida_mlresponse.ml.baselines import TaylorBaseline, count_terms, monomial_indices, select_degree
 from aiida_mlresponse.ml.datasets import load_radnet_h5, tensor_to_voigt, voigt_to_tensor
 
 from ..conftest import RADNET_DATA
@@ -24,6 +24,7 @@ def _random_configurations(n, seed=0):
 
 def test_monomial_counts():
     assert [len(i) for i in monomial_indices(3, 3)] == [3, 6, 10]
+    assert count_terms(3, 3) == 19 and count_terms(45, 7) > 10**8
 
 
 def test_baseline_recovers_known_cubic_and_extrapolates_translations():

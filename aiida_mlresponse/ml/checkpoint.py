@@ -1,0 +1,95 @@
+"""One model-file format for every model family, loadable without executing pickled code.
+
+A checkpoint is a plain dict written by `torch.save` and read by `torch.load(weights_only=True)`:
+
+    {'format': 'aiida-mlresponse-model', 'version': 1,
+     'kind': str,                      # key of MODEL_BUILDERS, e.g. 'radnet', 'radnet_committee'
+     'hyperparameters': dict,          # JSON-able: everything the builder needs to construct the module
+     'state_dict': {name: tensor},     # parameters and buffers (normalization, Taylor heads, ...)
+     'metadata': dict,                 # JSON-able: targets, units, training data description, ...
+     'curves': {name: {key: tensor}}}  # training curves (e.g. one per committee member)
+
+Loading: ``MODEL_BUILDERS[kind](hyperparameters)`` constructs the module, then ``load_state_dict``.
+A new family registers itself with ``register_kind('pcamlp', builder)`` (builder: hyperparameters ->
+nn.Module whose ``state_dict`` matches what was saved). Only tensors, numbers, strings, lists, dicts,
+None and booleans go in the file, so nothing is unpickled but data.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pathlib
+from typing import Callable
+
+import torch
+
+FORMAT = 'aiida-mlresponse-model'
+VERSION = 1
+
+#: kind -> 'module:function' building the module from its hyperparameters (imported lazily).
+MODEL_BUILDERS: dict[str, str | Callable] = {
+    'radnet': 'aiida_mlresponse.ml.radnet:build',
+    'radnet_committee': 'aiida_mlresponse.ml.committee:build',
+}
+
+
+def register_kind(kind: str, builder: str | Callable) -> None:
+    """Register a model family: `builder` is a callable or a 'module:function' path."""
+    MODEL_BUILDERS[kind] = builder
+
+
+def _builder(kind: str) -> Callable:
+    if kind not in MODEL_BUILDERS:
+        raise KeyError(f'unknown model kind {kind!r}: registered kinds are {sorted(MODEL_BUILDERS)}')
+    builder = MODEL_BUILDERS[kind]
+    if isinstance(builder, str):
+        module, name = builder.split(':')
+        builder = getattr(importlib.import_module(module), name)
+    return builder
+
+
+def _check_json(value, what: str):
+    try:
+        json.dumps(value)
+    except TypeError as error:
+        raise TypeError(f'{what} must be JSON-able (plain numbers, strings, lists, dicts): {error}') from error
+
+
+def save(path, model: torch.nn.Module, kind: str | None = None, hyperparameters: dict | None = None,
+         metadata: dict | None = None, curves: dict | None = None) -> pathlib.Path:
+    """Write `model` to `path`; kind and hyperparameters default to the model's attributes of those names."""
+    kind = kind or getattr(model, 'kind')
+    hyperparameters = hyperparameters if hyperparameters is not None else getattr(model, 'hyperparameters')
+    _builder(kind)  # fail now, not at load time, for an unregistered kind
+    _check_json(hyperparameters, 'hyperparameters')
+    _check_json(metadata or {}, 'metadata')
+    state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    payload = {
+        'format': FORMAT, 'version': VERSION, 'kind': kind, 'hyperparameters': hyperparameters,
+        'state_dict': state, 'metadata': metadata or {},
+        'curves': {name: {key: torch.as_tensor(value) for key, value in curve.items()}
+                   for name, curve in (curves or {}).items()},
+    }
+    path = pathlib.Path(path)
+    torch.save(payload, path)
+    return path
+
+
+def read(path) -> dict:
+    """The raw checkpoint dict (weights-only unpickling), checked for the format."""
+    payload = torch.load(pathlib.Path(path), map_location='cpu', weights_only=True)
+    if not isinstance(payload, dict) or payload.get('format') != FORMAT:
+        raise ValueError(f'{path} is not an {FORMAT} file')
+    if payload.get('version', 0) > VERSION:
+        raise ValueError(f'{path} has format version {payload["version"]}, newer than this package ({VERSION})')
+    return payload
+
+
+def load(path):
+    """(model in eval mode, checkpoint dict) from a file written by `save`."""
+    payload = read(path)
+    model = _builder(payload['kind'])(payload['hyperparameters'])
+    model.load_state_dict(payload['state_dict'])
+    model.eval()
+    return model, payload

@@ -1,0 +1,216 @@
+"""radnet: an atom-decomposed 3-D CNN on density cubes (seed 000, METHODS.md part A).
+
+X = offset + scale · Σ_I f(cube_I)  [+ T(R), an optional Taylor head]
+
+- f: a stack of 3x3x3 convolutions with ELU (padding 1; stride 1 or 2), flatten, one dense ELU layer, and
+  a linear output layer; optionally plus a *linear* functional of the cube (``linear_head``), which
+  represents the first-order response of a cube to its neighbours' displacements exactly.
+- scale, offset: the per-component output normalization (targets standardized to zero mean and unit
+  variance in training); cubes are divided by one input scale (their standard deviation in training).
+- T: an optional ``TaylorHead`` (the ridge polynomial of `baselines.py`, frozen): the CNN then learns the
+  residual of the baseline. T depends on the positions only through differentiable torch operations, so
+  Z* and Raman tensors still come by autograd, but it only applies to the cell it was fitted on.
+
+Network presets (``LAYER_PRESETS``; a layer is [out_channels, stride]):
+- ``paper``: the authors' layer list, 1->64, 64->64, ->16 x4, ->64 stride 2, ->32 x4, dense 1024
+  (~1.3 GFLOP per atom for 15³ cubes: too slow to train on a 2-core CPU in minutes);
+- ``light``: the same shape with fewer channels, the default measured in benchmarks/radnet_accuracy.py.
+
+All state is tensors (parameters and buffers) plus a JSON-able ``hyperparameters`` dict: checkpoints load
+with ``torch.load(weights_only=True)`` (see `checkpoint.py`).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from .baselines import TaylorBaseline, count_terms
+
+KIND = 'radnet'
+
+LAYER_PRESETS = {
+    'paper': {'layers': [[64, 1], [64, 1], [16, 1], [16, 1], [16, 1], [16, 1], [64, 2],
+                         [32, 1], [32, 1], [32, 1], [32, 1]], 'dense': 1024},
+    'light': {'layers': [[16, 1], [8, 1], [16, 2], [16, 1]], 'dense': 64},
+    'tiny': {'layers': [[4, 1], [8, 2]], 'dense': 16},
+}
+
+DEFAULT_HYPERPARAMETERS = {
+    'n_outputs': 3,
+    'cube_size': 9,  # voxels per edge
+    'preset': 'light',  # or explicit 'layers' and 'dense' below (they take precedence)
+    'layers': None,
+    'dense': None,
+    'linear_head': True,
+    'taylor': None,  # {'degree': d, 'n_atoms': N} for a Taylor head
+    'dtype': 'float32',
+}
+
+DTYPES = {'float32': torch.float32, 'float64': torch.float64}
+
+
+def complete_hyperparameters(hyperparameters: dict | None = None, **overrides) -> dict:
+    """Defaults + the given values, with the preset's layers filled in (the dict stored in checkpoints)."""
+    values = copy.deepcopy(DEFAULT_HYPERPARAMETERS)
+    values.update(hyperparameters or {})
+    values.update(overrides)
+    unknown = set(values) - set(DEFAULT_HYPERPARAMETERS) - {'density'}
+    if unknown:
+        raise ValueError(f'unknown radnet hyperparameters: {sorted(unknown)}')
+    preset = values['preset']
+    if preset is not None:
+        if preset not in LAYER_PRESETS:
+            raise ValueError(f'unknown preset {preset!r}: choose one of {sorted(LAYER_PRESETS)}')
+        values['layers'] = values['layers'] or copy.deepcopy(LAYER_PRESETS[preset]['layers'])
+        values['dense'] = values['dense'] or LAYER_PRESETS[preset]['dense']
+    if not values['layers'] or not values['dense']:
+        raise ValueError('give a preset or both layers and dense')
+    if values['cube_size'] < 1 or values['cube_size'] % 2 == 0:
+        raise ValueError(f"cube_size must be odd, got {values['cube_size']}")
+    if values['dtype'] not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}")
+    return values
+
+
+def count_flops_per_atom(hyperparameters: dict) -> int:
+    """Multiply-adds x 2 of one forward pass of the per-atom network (convolutions and dense layers)."""
+    hp = complete_hyperparameters(hyperparameters)
+    size, channels, flops = hp['cube_size'], 1, 0
+    for out_channels, stride in hp['layers']:
+        size = (size - 1) // stride + 1
+        flops += 2 * 27 * channels * out_channels * size**3
+        channels = out_channels
+    flops += 2 * channels * size**3 * hp['dense'] + 2 * hp['dense'] * hp['n_outputs']
+    if hp['linear_head']:
+        flops += 2 * hp['cube_size'] ** 3 * hp['n_outputs']
+    return flops
+
+
+class AtomNetwork(nn.Module):
+    """f: one cube (C, 1, n, n, n) -> its atom's contribution (C, n_outputs), in normalized units."""
+
+    def __init__(self, n_outputs: int, cube_size: int, layers, dense: int, linear_head: bool):
+        super().__init__()
+        convolutions, channels, size = [], 1, cube_size
+        for out_channels, stride in layers:
+            convolutions += [nn.Conv3d(channels, out_channels, 3, stride=stride, padding=1), nn.ELU()]
+            channels, size = out_channels, (size - 1) // stride + 1
+        self.convolutions = nn.Sequential(*convolutions)
+        self.dense = nn.Sequential(nn.Flatten(), nn.Linear(channels * size**3, dense), nn.ELU())
+        self.output = nn.Linear(dense, n_outputs)
+        self.linear = nn.Linear(cube_size**3, n_outputs, bias=False) if linear_head else None
+
+    def forward(self, cubes: torch.Tensor) -> torch.Tensor:
+        contribution = self.output(self.dense(self.convolutions(cubes)))
+        if self.linear is not None:
+            contribution = contribution + self.linear(cubes.flatten(1))
+        return contribution
+
+
+class TaylorHead(nn.Module):
+    """The ridge polynomial of `baselines.TaylorBaseline` as torch buffers (frozen, float64)."""
+
+    def __init__(self, degree: int, n_atoms: int, n_outputs: int):
+        super().__init__()
+        self.degree = int(degree)
+        n_terms = count_terms(3 * (n_atoms - 1), degree)
+        self.register_buffer('reference', torch.zeros(n_atoms, 3, dtype=torch.float64))
+        self.register_buffer('cell', torch.eye(3, dtype=torch.float64))
+        self.register_buffer('scale', torch.ones((), dtype=torch.float64))
+        self.register_buffer('coefficients', torch.zeros(n_terms, n_outputs, dtype=torch.float64))
+        self.register_buffer('intercept', torch.zeros(n_outputs, dtype=torch.float64))
+
+    def set_from(self, baseline: TaylorBaseline) -> 'TaylorHead':
+        if baseline.degree != self.degree or baseline.coefficients.shape != tuple(self.coefficients.shape):
+            raise ValueError('the baseline does not match this head (degree, atoms or outputs)')
+        with torch.no_grad():
+            for key in ('reference', 'cell', 'coefficients', 'intercept'):
+                getattr(self, key).copy_(torch.as_tensor(getattr(baseline, key)))
+            self.scale.fill_(baseline.scale)
+        return self
+
+    def baseline(self) -> TaylorBaseline:
+        baseline = TaylorBaseline(self.degree)
+        for key in ('reference', 'cell', 'coefficients', 'intercept'):
+            setattr(baseline, key, getattr(self, key).detach().cpu().numpy())
+        baseline.scale = float(self.scale)
+        return baseline
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3) Bohr -> (B, n_outputs) float64, differentiable in positions."""
+        if positions.shape[-2] != self.reference.shape[0]:
+            raise ValueError(f'the Taylor head was fitted on {self.reference.shape[0]} atoms, '
+                             f'got {positions.shape[-2]}: it only applies to the cell it was fitted on')
+        return self.baseline().torch_predict(positions.to(torch.float64))
+
+
+class RadNet(nn.Module):
+    """X = offset + scale · Σ_I f(cube_I / input_scale) [+ T(positions)]; see the module docstring."""
+
+    kind = KIND
+
+    def __init__(self, hyperparameters: dict | None = None, **overrides):
+        super().__init__()
+        hp = complete_hyperparameters(hyperparameters, **overrides)
+        self.hyperparameters = hp
+        self.dtype = DTYPES[hp['dtype']]
+        self.atom_network = AtomNetwork(hp['n_outputs'], hp['cube_size'], hp['layers'], hp['dense'],
+                                        hp['linear_head']).to(self.dtype)
+        self.register_buffer('input_scale', torch.ones((), dtype=self.dtype))
+        self.register_buffer('output_offset', torch.zeros(hp['n_outputs'], dtype=torch.float64))
+        self.register_buffer('output_scale', torch.ones(hp['n_outputs'], dtype=torch.float64))
+        taylor = hp['taylor']
+        self.taylor = TaylorHead(taylor['degree'], taylor['n_atoms'], hp['n_outputs']) if taylor else None
+
+    @property
+    def n_outputs(self) -> int:
+        return self.hyperparameters['n_outputs']
+
+    def zero_output_(self) -> 'RadNet':
+        """Start from f = 0 (the prediction is then the offset plus the Taylor head, if any)."""
+        with torch.no_grad():
+            self.atom_network.output.weight.zero_()
+            self.atom_network.output.bias.zero_()
+            if self.atom_network.linear is not None:
+                self.atom_network.linear.weight.zero_()
+        return self
+
+    def atom_contributions(self, cubes: torch.Tensor) -> torch.Tensor:
+        """Normalized per-atom contributions: cubes (..., 1, n, n, n) -> (..., n_outputs)."""
+        leading = cubes.shape[:-4]
+        flat = cubes.reshape((-1,) + tuple(cubes.shape[-4:])).to(self.dtype) / self.input_scale
+        return self.atom_network(flat).reshape(leading + (self.n_outputs,))
+
+    def normalized(self, cubes: torch.Tensor) -> torch.Tensor:
+        """Σ_I f(cube_I): cubes (B, N, 1, n, n, n) -> (B, n_outputs), the quantity trained on."""
+        return self.atom_contributions(cubes).sum(dim=-2)
+
+    def forward(self, cubes: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Physical prediction (B, n_outputs) in float64; positions (B, N, 3) Bohr needed with a Taylor head."""
+        value = self.output_offset + self.output_scale * self.normalized(cubes).to(torch.float64)
+        if self.taylor is not None:
+            if positions is None:
+                raise ValueError('this model has a Taylor head: pass the positions too')
+            value = value + self.taylor(positions)
+        return value
+
+    def per_atom_scale_offset(self):
+        """(scale, offset) for `derivatives.AtomSumModel` (valid without a Taylor head)."""
+        return self.output_scale, self.output_offset
+
+
+def build(hyperparameters: dict) -> RadNet:
+    """Checkpoint registry builder for kind 'radnet'."""
+    return RadNet(hyperparameters)
+
+
+def standardize(values: np.ndarray):
+    """Per-component mean and standard deviation (a zero deviation is replaced by 1)."""
+    values = np.asarray(values, dtype=float)
+    mean = values.mean(axis=0)
+    std = values.std(axis=0)
+    return mean, np.where(std > 0, std, 1.0)

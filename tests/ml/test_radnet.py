@@ -1,0 +1,108 @@
+"""radnet CNN: shapes, atom-sum decomposition, normalization, presets, Taylor head and derivatives."""
+
+import numpy as np
+import pytest
+import torch
+
+from aiida_mlresponse.ml.baselines import TaylorBaseline
+from aiida_mlresponse.ml.radnet import (LAYER_PRESETS, RadNet, complete_hyperparameters, count_flops_per_atom,
+                                        standardize)
+
+
+def _random_cubes(batch, atoms, n=9, seed=0):
+    return torch.rand((batch, atoms, 1, n, n, n), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize('preset', sorted(LAYER_PRESETS))
+def test_output_shapes_for_every_preset(preset):
+    model = RadNet(preset=preset, n_outputs=6, cube_size=9 if preset != 'paper' else 5)
+    cubes = _random_cubes(2, 3, n=model.hyperparameters['cube_size'])
+    assert model.atom_contributions(cubes).shape == (2, 3, 6)
+    assert model.normalized(cubes).shape == (2, 6)
+    assert model(cubes).shape == (2, 6) and model(cubes).dtype == torch.float64
+
+
+def test_paper_preset_is_the_authors_layer_list():
+    hp = complete_hyperparameters(preset='paper')
+    assert hp['layers'] == [[64, 1], [64, 1]] + [[16, 1]] * 4 + [[64, 2]] + [[32, 1]] * 4 and hp['dense'] == 1024
+    # METHODS.md: about 1.3 GFLOP per atom for 15³ cubes (counted as 2 x multiply-adds here, no linear head).
+    flops = count_flops_per_atom(dict(preset='paper', cube_size=15, linear_head=False))
+    assert 1.0e9 < flops < 1.6e9
+    assert count_flops_per_atom(dict(preset='tiny')) < flops / 1000
+
+
+def test_prediction_is_a_sum_of_atom_contributions():
+    model = RadNet(preset='tiny', n_outputs=3)
+    cubes = _random_cubes(4, 5)
+    per_atom = model.atom_contributions(cubes)
+    torch.testing.assert_close(model.normalized(cubes), per_atom.sum(dim=1))
+    # Permuting atoms changes nothing; a configuration's prediction ignores the other configurations.
+    torch.testing.assert_close(model.normalized(cubes[:, torch.randperm(5)]), model.normalized(cubes))
+    torch.testing.assert_close(model.normalized(cubes[1:2]), model.normalized(cubes)[1:2])
+    # Doubling the cell (each atom twice) doubles the atom sum.
+    torch.testing.assert_close(model.normalized(torch.cat([cubes, cubes], dim=1)), 2 * model.normalized(cubes))
+
+
+def test_output_normalization_round_trip():
+    targets = np.random.default_rng(0).normal([0.01, -2.0, 5.0], [1e-6, 0.3, 2.0], size=(50, 3))
+    mean, std = standardize(targets)
+    normalized = (targets - mean) / std
+    np.testing.assert_allclose(normalized.mean(0), 0, atol=1e-12)
+    np.testing.assert_allclose(normalized.std(0), 1, atol=1e-12)
+    model = RadNet(preset='tiny', n_outputs=3)
+    model.output_offset.copy_(torch.as_tensor(mean))
+    model.output_scale.copy_(torch.as_tensor(std))
+    cubes = _random_cubes(3, 2)
+    physical = model(cubes).detach().numpy()
+    np.testing.assert_allclose((physical - mean) / std, model.normalized(cubes).detach().double().numpy(), atol=1e-9)
+    # float64 keeps labels near 1e-2 that vary by 1e-6: the offset is added in float64.
+    assert physical.dtype == np.float64 and np.ptp(physical[:, 0]) < 1e-4
+
+
+def test_zero_output_starts_from_the_taylor_head():
+    rng = np.random.default_rng(1)
+    cell = 8.0 * np.eye(3)
+    positions = np.array([[0.0, 0.0, 0.0], [2.0, 2.0, 2.0]]) + 0.02 * rng.standard_normal((40, 2, 3))
+    targets = np.c_[positions[:, 1, 0] - positions[:, 0, 0], (positions[:, 1, 1] - positions[:, 0, 1]) ** 2]
+    baseline = TaylorBaseline(2, 1e-12).fit(positions, targets, cell)
+    model = RadNet(preset='tiny', n_outputs=2, taylor={'degree': 2, 'n_atoms': 2}).zero_output_()
+    model.taylor.set_from(baseline)
+    cubes = _random_cubes(40, 2)
+    prediction = model(cubes, torch.as_tensor(positions)).detach().numpy()
+    np.testing.assert_allclose(prediction, baseline.predict(positions), atol=1e-12)
+    with pytest.raises(ValueError, match='positions'):
+        model(cubes)
+
+
+def test_committee_position_function_autograd_matches_finite_differences():
+    """Z*-style derivative of a member with a Taylor head, through the density, against central differences."""
+    from aiida_mlresponse.ml.committee import Committee
+    from aiida_mlresponse.ml.derivatives import jacobian
+    from aiida_mlresponse.physics.crystals import gaas
+    from aiida_mlresponse.physics.units import ANGSTROM_TO_BOHR
+
+    cell, positions, _ = gaas()
+    cell, positions = cell * ANGSTROM_TO_BOHR, positions * ANGSTROM_TO_BOHR
+    numbers = np.array([31, 33])
+    rng = np.random.default_rng(2)
+    samples = positions + 0.02 * rng.standard_normal((30, 2, 3))
+    baseline = TaylorBaseline(2, 1e-12).fit(samples, rng.standard_normal((30, 3)), cell)
+    torch.manual_seed(0)
+    committee = Committee({'n_members': 2, 'member': {'preset': 'tiny', 'n_outputs': 3, 'dtype': 'float64',
+                                                       'taylor': {'degree': 2, 'n_atoms': 2}}})
+    for member in committee.members:
+        member.taylor.set_from(baseline)
+        member.input_scale.fill_(3.0)
+    function = committee.position_function(cell, numbers, positions)
+    x = samples[0]
+    analytic = jacobian(function, x).numpy()  # (3, N, 3)
+    h = 1e-5
+    numeric = np.zeros_like(analytic)
+    for atom in range(2):
+        for beta in range(3):
+            step = np.zeros_like(x)
+            step[atom, beta] = h
+            numeric[:, atom, beta] = (function(x + step) - function(x - step)).detach().numpy() / (2 * h)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-8)
+    # Translation invariance: the derivatives sum to zero over atoms (acoustic sum rule by construction).
+    np.testing.assert_allclose(analytic.sum(axis=1), 0.0, atol=1e-8 * np.abs(analytic).max())
