@@ -11,8 +11,9 @@ Full Jacobians use reverse mode: one forward pass and one vector-Jacobian produc
 output component (3 for P, 6 for ε∞), then a single batched VJP through the density cubes, so the cost is
 O(N_atoms) for all 3N derivatives. Networks that share the cubes (P and ε∞) can be concatenated into one
 AtomSumModel so the cubes are built and differentiated once for both. Directional derivatives use
-forward mode (one JVP per pattern, batched with torch.func.vmap), cheaper than the full Jacobian when there
-are fewer patterns than output components, e.g. the three optical Γ modes of a zincblende crystal.
+forward mode (one JVP per pattern, batched with torch.func.vmap); on CPU one JVP through the network costs about
+as much as one VJP, so with fewer patterns than ε∞ components (e.g. the three optical Γ modes of zincblende)
+this is the cheaper route to Raman tensors (benchmarks/radnet_scale.py measures both).
 Large cells are processed in chunks of centre atoms (``chunk_size``) so memory stays bounded: the sum over
 atoms is linear, so the derivative of X is the sum of the chunks' derivatives.
 
