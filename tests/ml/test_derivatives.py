@@ -113,3 +113,18 @@ def test_jacobian_of_a_plain_callable_and_voigt_order():
     tensor = symmetric_tensor(np.arange(6.0))
     assert [tensor[a, b] for a, b in VOIGT] == list(range(6))
     assert tensor[2, 1] == 3 and tensor[1, 0] == 5
+
+
+def test_raman_tensors_by_forward_mode_equal_those_from_the_full_jacobian(displaced_gaas):
+    """physics.raman conventions: √Ω · (JVP along e/√M) = raman_tensors(∂χ/∂τ, e, M, Ω)."""
+    from aiida_mlresponse.physics.raman import mode_displacements, raman_tensors
+
+    cell, positions, _ = displaced_gaas
+    dielectric = make_model(displaced_gaas, 6, seed=4)
+    masses = np.array([69.723, 74.9216, 69.723, 74.9216])
+    eigenvectors = np.linalg.qr(np.random.default_rng(6).normal(size=(12, 12)))[0][:, :4]
+    volume = abs(np.linalg.det(cell))
+    expected = raman_tensors(chi_derivatives(dielectric, positions), eigenvectors, masses, volume)
+    forward = np.sqrt(volume) * chi_directional_derivatives(dielectric, positions,
+                                                            mode_displacements(eigenvectors, masses))
+    np.testing.assert_allclose(forward, expected, rtol=1e-9, atol=1e-12 * np.abs(expected).max())
