@@ -87,6 +87,7 @@ def read_ddb_netcdf(source) -> dict:
             'atom_species': _get(ds, 'atom_species').astype(int),
             'valence_charges': _get(ds, 'valence_charges'),
             'qpoint': _get(ds, 'q_point_reduced_coord'),
+            'atomic_masses_amu': _get(ds, 'atomic_masses_amu', required=False),  # per species
         }
         d2 = _get(ds, 'second_derivative_of_energy', required=False)
         mask = _get(ds, 'second_derivative_of_energy_mask', required=False)

@@ -12,7 +12,8 @@ Outputs
         dielectric_tensor (3, 3) ε∞ (dimensionless)
         born_charges (natom, 3, 3) Z*_κ,αβ = Ω ∂P_α/∂τ_κβ (α field, β displacement), acoustic sum rule
             imposed (mean subtracted); born_charges_raw as ABINIT computed them
-        force_constants_gamma (natom, 3, natom, 3) Ha/Bohr^2 (no ASR imposed)
+        force_constants_gamma (natom, 3, natom, 3) Ha/Bohr^2 (as ABINIT prints them: no ASR, not symmetrized)
+        atomic_masses (natom,) amu, the masses ABINIT used (with force_constants_gamma: Γ frequencies)
         forces (natom, 3) Ha/Bohr; stress (6,) Voigt Ha/Bohr^3
 
 Text outputs are only read to detect errors (the ERROR block of the log) and unconverged cycles.
@@ -174,6 +175,8 @@ class AbinitResponseParser(Parser):
                 if d2 is None or not mask.all():
                     raise OutputFileError('the DDB.nc lacks part of the Γ displacement-displacement block')
                 arrays['force_constants_gamma'] = (force_constants_from_reduced(d2, ddb['cell']), 'Ha/Bohr^2')
+                if ddb['atomic_masses_amu'] is not None:
+                    arrays['atomic_masses'] = (ddb['atomic_masses_amu'][ddb['atom_species'] - 1], 'amu')
             if switches['phonons'] and switches['dielectric']:
                 mixed, mask = ddb['displacement_field'], ddb['displacement_field_mask']
                 if mixed is None or not mask.all():

@@ -134,7 +134,7 @@ class AbinitResponseBaseWorkChain(BaseRestartWorkChain):
     @classmethod
     def get_builder_from_protocol(cls, code, structure, protocol: str | None = None, overrides: Mapping | None = None,
                                   response: Mapping | None = None, reference_polarization=None,
-                                  options: Mapping | None = None, **_):
+                                  options: Mapping | None = None, **kwargs):
         """A builder with the inputs of `protocol` for `structure` (see protocols/response.yaml).
 
         - overrides: deep-merged over the resolved protocol entry, e.g. {'parameters': {'ecut': 20},
@@ -147,6 +147,8 @@ class AbinitResponseBaseWorkChain(BaseRestartWorkChain):
         """
         from aiida_mlresponse.abinit.pseudos import pseudos_for_structure
 
+        if kwargs:
+            raise TypeError(f'get_builder_from_protocol got unexpected arguments {sorted(kwargs)}.')
         validate_cell_and_positions(structure.cell, [site.position for site in structure.sites], structure.pbc)
         elements = sorted({kind.symbol for kind in structure.kinds})
         inputs = get_protocol_inputs(RESPONSE_PROTOCOLS, protocol, overrides, elements)

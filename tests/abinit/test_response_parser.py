@@ -122,6 +122,8 @@ def test_tensors_match_abinit_printout(parse, case):
     expected = np.array([[[[fc_abo[(a, k, b, l)] for b in (1, 2, 3)] for l in (1, 2)] for a in (1, 2, 3)] for k in (1, 2)])
     np.testing.assert_allclose(fc, expected, atol=2e-6)
 
+    masses = {'bn_sheared': [10.811, 14.0067], 'gaas_displaced': [69.723, 74.92159]}[case]
+    np.testing.assert_allclose(arrays.get_array('atomic_masses'), masses, rtol=1e-4)
     np.testing.assert_allclose(arrays.get_array('polarization'), abo_polarization(text), atol=1e-8)
     for name, units in [('polarization', 'e/Bohr^2'), ('dielectric_tensor', 'dimensionless'), ('born_charges', 'e'),
                         ('force_constants_gamma', 'Ha/Bohr^2'), ('forces', 'Ha/Bohr')]:
