@@ -41,11 +41,11 @@ from aiida_mlresponse.physics.units import HARTREE_TO_EV
 
 _DATASET_RE = re.compile(r'^\s*== DATASET\s+(\d+)', re.MULTILINE)
 _NSTEP_RE = re.compile(r'nstep=\s*\d+\s+was not enough SCF cycles to converge')
-_ERROR_RE = re.compile(r'^--- !ERROR\s*\n(.*?)^\.\.\.', re.MULTILINE | re.DOTALL)
+_ERROR_RE = re.compile(r'^--- !(?:ERROR|BUG)\s*\n(.*?)^\.\.\.', re.MULTILINE | re.DOTALL)
 
 
 def abinit_error_message(text: str) -> str | None:
-    """The message of the first `--- !ERROR` block of an ABINIT log/output, on one line."""
+    """The message of the first `--- !ERROR` (or `!BUG`) block of an ABINIT log/output, on one line."""
     match = _ERROR_RE.search(text)
     if not match:
         return None
