@@ -49,6 +49,8 @@ class MgRelaxBaseWorkChain(BaseRestartWorkChain):
         """Builder for deformation D (or a Mg reference structure) at `protocol` (test|fast|moderate|precise)."""
         overrides = dict(overrides or {})
         max_iterations = overrides.pop('max_iterations', 3)
+        # The WFK in the work directory is only needed by the parser (retrieved temporarily).
+        clean_workdir = overrides.pop('clean_workdir', True)
         inputs = calculation_inputs_from_protocol(code, structure=structure, deformation=deformation, protocol=protocol, overrides=overrides)
         builder = cls.get_builder()
         options = inputs.pop('metadata')['options']
@@ -57,6 +59,7 @@ class MgRelaxBaseWorkChain(BaseRestartWorkChain):
         for key, value in options.items():
             builder.abinit.metadata.options[key] = value
         builder.max_iterations = orm.Int(max_iterations)
+        builder.clean_workdir = orm.Bool(clean_workdir)
         return builder
 
     def setup(self):
