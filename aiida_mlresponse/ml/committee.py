@@ -138,8 +138,7 @@ def train_member(model: RadNet, cubes: torch.Tensor, positions: np.ndarray, targ
     with torch.no_grad():
         model.output_offset.copy_(torch.as_tensor(mean))
         model.output_scale.copy_(torch.as_tensor(std))
-        scale = float(cubes[torch.as_tensor(np.unique(train_indices))].float().std())
-        model.input_scale.fill_(scale if scale > 0 else 1.0)
+    model.set_input_standardization(cubes[torch.as_tensor(np.unique(train_indices))])
     normalized = torch.as_tensor((residual - mean) / std, dtype=model.dtype)
     model_cubes = cubes.to(model.dtype)
 

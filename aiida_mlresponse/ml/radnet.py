@@ -6,7 +6,9 @@ X = offset + scale · Σ_I f(cube_I)  [+ T(R), an optional Taylor head]
   a linear output layer; optionally plus a *linear* functional of the cube (``linear_head``), which
   represents the first-order response of a cube to its neighbours' displacements exactly.
 - scale, offset: the per-component output normalization (targets standardized to zero mean and unit
-  variance in training); cubes are divided by one input scale (their standard deviation in training).
+  variance in training). Inputs are standardized per voxel (mean and standard deviation over the training
+  atoms): displacements of 0.01 Å change a cube by ~1 % of its values, and a per-voxel standardization
+  makes those changes O(1) for the network (the paper used one global mean and scale).
 - T: an optional ``TaylorHead`` (the ridge polynomial of `baselines.py`, frozen): the CNN then learns the
   residual of the baseline. T depends on the positions only through differentiable torch operations, so
   Z* and Raman tensors still come by autograd, but it only applies to the cell it was fitted on.
@@ -160,7 +162,9 @@ class RadNet(nn.Module):
         self.dtype = DTYPES[hp['dtype']]
         self.atom_network = AtomNetwork(hp['n_outputs'], hp['cube_size'], hp['layers'], hp['dense'],
                                         hp['linear_head']).to(self.dtype)
-        self.register_buffer('input_scale', torch.ones((), dtype=self.dtype))
+        n = hp['cube_size']
+        self.register_buffer('input_mean', torch.zeros((n, n, n), dtype=self.dtype))
+        self.register_buffer('input_scale', torch.ones((n, n, n), dtype=self.dtype))
         self.register_buffer('output_offset', torch.zeros(hp['n_outputs'], dtype=torch.float64))
         self.register_buffer('output_scale', torch.ones(hp['n_outputs'], dtype=torch.float64))
         taylor = hp['taylor']
@@ -182,7 +186,7 @@ class RadNet(nn.Module):
     def atom_contributions(self, cubes: torch.Tensor) -> torch.Tensor:
         """Normalized per-atom contributions: cubes (..., 1, n, n, n) -> (..., n_outputs)."""
         leading = cubes.shape[:-4]
-        flat = cubes.reshape((-1,) + tuple(cubes.shape[-4:])).to(self.dtype) / self.input_scale
+        flat = (cubes.reshape((-1,) + tuple(cubes.shape[-4:])).to(self.dtype) - self.input_mean) / self.input_scale
         return self.atom_network(flat).reshape(leading + (self.n_outputs,))
 
     def normalized(self, cubes: torch.Tensor) -> torch.Tensor:
@@ -197,6 +201,15 @@ class RadNet(nn.Module):
                 raise ValueError('this model has a Taylor head: pass the positions too')
             value = value + self.taylor(positions)
         return value
+
+    def set_input_standardization(self, cubes: torch.Tensor) -> 'RadNet':
+        """Per-voxel mean and standard deviation of training cubes (..., 1, n, n, n)."""
+        flat = cubes.reshape((-1,) + tuple(cubes.shape[-3:])).to(torch.float64)
+        std = flat.std(dim=0)
+        with torch.no_grad():
+            self.input_mean.copy_(flat.mean(dim=0))
+            self.input_scale.copy_(torch.where(std > 0, std, torch.ones_like(std)))
+        return self
 
     def per_atom_scale_offset(self):
         """(scale, offset) for `derivatives.AtomSumModel` (valid without a Taylor head)."""

@@ -92,7 +92,7 @@ def test_committee_position_function_autograd_matches_finite_differences():
                                                        'taylor': {'degree': 2, 'n_atoms': 2}}})
     for member in committee.members:
         member.taylor.set_from(baseline)
-        member.input_scale.fill_(3.0)
+        member.set_input_standardization(torch.rand(10, 2, 1, 9, 9, 9, dtype=torch.float64) * 3)
     function = committee.position_function(cell, numbers, positions)
     x = samples[0]
     analytic = jacobian(function, x).numpy()  # (3, N, 3)
