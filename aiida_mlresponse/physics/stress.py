@@ -1,0 +1,241 @@
+"""Stress of a free-energy model F(D) of the Mg cell, uniaxial-stress paths and instability detection.
+
+Seed 002, Sec. 4.5 and Appendix B (METHODS.md part B):
+  - Cauchy stress, small-distortion form: σ_ij = (1/V(ε)) ∂F/∂ε_ij, ε the symmetric linear strain,
+    D(ε) the map of `physics.strain.strain_to_deformation`; derivatives by autograd through D(ε).
+    ∂/∂ε_ij is the derivative with respect to the symmetric tensor: for i ≠ j, ε_ij and ε_ji move
+    together and the derivative is split evenly between them, σ_12 = (1/V) ∂F/∂γ_12 with
+    γ_12 = 2ε_12 the engineering shear.
+  - Uniaxial stress along x_i: ε_ii prescribed, the five other components minimize F
+    (σ_jk = 0 for (j,k) ≠ (i,i)), by gradient descent with Barzilai-Borwein steps.
+  - Instability: along the path, the Hessian of F with respect to the free strain components gets a
+    soft or negative eigenvalue, and the relaxed strain and atomic positions jump.
+
+`energy` is any callable taking deformations (B, 6) as a torch tensor (angles in degrees) and
+returning F (B,) in Ha, differentiable; e.g. `PCAMLPCommittee.free_energy`. Use float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .minimize import barzilai_borwein
+from .strain import deformation_to_cell, cell_volume, strain_to_deformation
+
+EnergyFn = Callable[[torch.Tensor], torch.Tensor]
+
+# Voigt order of the six independent components and the factor of each in the symmetric tensor
+VOIGT_PAIRS = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+
+
+def voigt_to_tensor(voigt: torch.Tensor) -> torch.Tensor:
+    """Symmetric ε (..., 3, 3) from the six tensor components (ε11, ε22, ε33, ε23, ε13, ε12)."""
+    e11, e22, e33, e23, e13, e12 = voigt.unbind(-1)
+    return torch.stack([
+        torch.stack([e11, e12, e13], -1),
+        torch.stack([e12, e22, e23], -1),
+        torch.stack([e13, e23, e33], -1),
+    ], -2)
+
+
+def strain_volume(strain: torch.Tensor) -> torch.Tensor:
+    """Volume (Bohr³) of the Mg cell at linear strain ε (..., 3, 3), through D(ε)."""
+    return cell_volume(deformation_to_cell(strain_to_deformation(strain)))
+
+
+def energy_of_strain(energy: EnergyFn, voigt: torch.Tensor) -> torch.Tensor:
+    """F (B,) at strains given by their six tensor components (B, 6)."""
+    return energy(strain_to_deformation(voigt_to_tensor(voigt)))
+
+
+def stress(energy: EnergyFn, strain) -> np.ndarray:
+    """Cauchy stress σ (B, 3, 3), Ha/Bohr³, at symmetric strains (B, 3, 3) (or one (3, 3)), by autograd."""
+    e = torch.as_tensor(np.asarray(strain), dtype=torch.float64)
+    single = e.dim() == 2
+    e = e.reshape(-1, 3, 3).clone().requires_grad_(True)
+    # symmetrize inside the graph so that dF/dε is the symmetric-tensor derivative
+    sym = 0.5 * (e + e.transpose(-1, -2))
+    f = energy(strain_to_deformation(sym))
+    (grad,) = torch.autograd.grad(f.sum(), e)
+    sigma = (grad / strain_volume(sym.detach())[:, None, None]).numpy()
+    return sigma[0] if single else sigma
+
+
+def stress_finite_difference(energy: EnergyFn, strain, h: float = 1e-5) -> np.ndarray:
+    """σ (3, 3) at one strain by central differences of F, the cross-check of `stress`."""
+    e0 = np.asarray(strain, dtype=float)
+    volume = float(strain_volume(torch.as_tensor(e0)))
+    sigma = np.zeros((3, 3))
+    for i, j in VOIGT_PAIRS:
+        values = []
+        for sign in (1.0, -1.0):
+            e = e0.copy()
+            if i == j:
+                e[i, i] += sign * h
+            else:  # move ε_ij and ε_ji together by h/2: derivative with respect to γ_ij = 2ε_ij
+                e[i, j] += sign * h / 2.0
+                e[j, i] += sign * h / 2.0
+            values.append(float(energy(strain_to_deformation(torch.as_tensor(e)[None]))[0]))
+        derivative = (values[0] - values[1]) / (2.0 * h)
+        if i == j:
+            sigma[i, i] = derivative / volume
+        else:
+            sigma[i, j] = sigma[j, i] = derivative / volume
+    return sigma
+
+
+def _gradient_free(energy: EnergyFn, voigt: np.ndarray, free: np.ndarray):
+    v = torch.as_tensor(voigt, dtype=torch.float64).clone().requires_grad_(True)
+    f = energy_of_strain(energy, v[None])[0]
+    (g,) = torch.autograd.grad(f, v)
+    return f.item(), g.numpy()[free]
+
+
+def free_strain_hessian(energy: EnergyFn, voigt, free) -> np.ndarray:
+    """Hessian of F with respect to the free Voigt components (n_free, n_free), Ha, by double autograd."""
+    v0 = torch.as_tensor(np.asarray(voigt, dtype=float))
+    free_idx = torch.as_tensor(np.flatnonzero(free))
+
+    def f_of(free_values):
+        v = v0.clone()
+        v = v.index_put((free_idx,), free_values)
+        return energy_of_strain(energy, v[None])[0]
+
+    return torch.autograd.functional.hessian(f_of, v0[free_idx]).numpy()
+
+
+@dataclass
+class UniaxialPath:
+    """Uniaxial-stress path along x_axis: relaxed strains, stress and stability at each step."""
+
+    axis: int
+    applied: np.ndarray  # ε_ii prescribed (n,)
+    strain: np.ndarray  # relaxed Voigt strains (n, 6)
+    deformation: np.ndarray  # D (n, 6)
+    sigma: np.ndarray  # σ_ii (n,), Ha/Bohr³
+    residual_stress: np.ndarray  # largest |σ| of the components that should vanish (n,)
+    min_eigenvalue: np.ndarray  # lowest eigenvalue of the free-strain Hessian of F (n,), Ha
+    converged: np.ndarray  # (n,) bool
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def transverse(self) -> np.ndarray:
+        """The two other normal strains (n, 2), in axis order."""
+        others = [k for k in range(3) if k != self.axis]
+        return self.strain[:, others]
+
+
+def uniaxial_path(
+    energy: EnergyFn,
+    axis: int,
+    applied,
+    *,
+    gtol: float = 1e-9,
+    max_iter: int = 2000,
+    start=None,
+    kick: float = 1e-3,
+    soft_threshold: float = 0.0,
+) -> UniaxialPath:
+    """Uniaxial stress along x_axis for each prescribed ε_ii in `applied`, in order (continuation).
+
+    At each step the other five strain components start from the previous step's relaxed values and
+    minimize F with Barzilai-Borwein steps. If the Hessian of F in the free components has an
+    eigenvalue below `soft_threshold` there, the state is a saddle or a maximum: it is pushed by `kick`
+    along the unstable eigenvector (both signs tried, the lower energy kept) and relaxed again,
+    so a path that reaches an instability follows the branch it falls onto, as the physical crystal.
+    """
+    applied = np.asarray(applied, dtype=float)
+    free = np.ones(6, dtype=bool)
+    free[axis] = False
+    current = np.zeros(6) if start is None else np.asarray(start, dtype=float).copy()
+    rows = {key: [] for key in ('strain', 'sigma', 'residual', 'eig', 'converged')}
+    for value in applied:
+        current[axis] = value
+
+        def relax(v0):
+            def fun(x):
+                v = v0.copy()
+                v[free] = x
+                return _gradient_free(energy, v, free)
+
+            result = barzilai_borwein(fun, v0[free], gtol=gtol, max_iter=max_iter)
+            v = v0.copy()
+            v[free] = result.x
+            return v, result
+
+        current, result = relax(current)
+        eigval, eigvec = np.linalg.eigh(free_strain_hessian(energy, current, free))
+        if eigval[0] < soft_threshold:  # unstable stationary point: fall off it
+            candidates = []
+            for sign in (1.0, -1.0):
+                v = current.copy()
+                v[free] += sign * kick * eigvec[:, 0]
+                candidates.append(relax(v))
+            current, result = min(candidates, key=lambda c: c[1].fun)
+            eigval = np.linalg.eigvalsh(free_strain_hessian(energy, current, free))
+        sigma = stress(energy, voigt_to_tensor(torch.as_tensor(current)).numpy())
+        off = [sigma[i, j] for k, (i, j) in enumerate(VOIGT_PAIRS) if k != axis]
+        rows['strain'].append(current.copy())
+        rows['sigma'].append(sigma[axis, axis])
+        rows['residual'].append(float(np.max(np.abs(off))))
+        rows['eig'].append(float(eigval[0]))
+        rows['converged'].append(bool(result.converged))
+    strains = np.array(rows['strain'])
+    deformation = strain_to_deformation(voigt_to_tensor(torch.as_tensor(strains))).numpy()
+    return UniaxialPath(
+        axis=axis, applied=applied, strain=strains, deformation=deformation, sigma=np.array(rows['sigma']),
+        residual_stress=np.array(rows['residual']), min_eigenvalue=np.array(rows['eig']),
+        converged=np.array(rows['converged']),
+    )
+
+
+@dataclass
+class Instability:
+    found: bool
+    index: int | None  # first path index flagged
+    applied: float | None  # ε_ii there
+    reason: str
+    soft_indices: np.ndarray
+    jump_indices: np.ndarray
+
+
+def detect_instability(
+    path: UniaxialPath,
+    positions: np.ndarray | None = None,
+    *,
+    soft_fraction: float = 0.05,
+    jump_factor: float = 5.0,
+) -> Instability:
+    """Where the path loses stability.
+
+    Two signs, either suffices:
+      - soft mode: the lowest eigenvalue of the free-strain Hessian falls below `soft_fraction` of its
+        value at the start of the path (or becomes negative);
+      - jump: the change per step of the relaxed strain, or of the atomic positions `positions`
+        (n, ...) if given, exceeds `jump_factor` times its median over the path.
+    """
+    eig = path.min_eigenvalue
+    soft = np.flatnonzero(eig < soft_fraction * abs(eig[0]))
+    jumps = []
+    series = [path.strain]
+    if positions is not None:
+        series.append(np.asarray(positions, dtype=float).reshape(len(eig), -1))
+    for values in series:
+        step = np.linalg.norm(np.diff(values, axis=0), axis=1) / np.abs(np.diff(path.applied))
+        typical = np.median(step)
+        jumps.append(np.flatnonzero(step > jump_factor * max(typical, 1e-12)) + 1)
+    jump = np.unique(np.concatenate(jumps)) if jumps else np.array([], dtype=int)
+    flagged = sorted(set(soft.tolist()) | set(jump.tolist()))
+    if not flagged:
+        return Instability(False, None, None, 'stable along the path', soft, jump)
+    first = flagged[0]
+    reasons = []
+    if first in soft:
+        reasons.append(f'soft free-strain Hessian (lowest eigenvalue {eig[first]:.3g} Ha)')
+    if first in jump:
+        reasons.append('jump in the relaxed strain or positions')
+    return Instability(True, first, float(path.applied[first]), '; '.join(reasons), soft, jump)

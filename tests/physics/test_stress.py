@@ -1,0 +1,121 @@
+"""Stress by autograd through D(ε), uniaxial-stress relaxation and the instability detector."""
+
+import numpy as np
+import pytest
+import torch
+
+from aiida_mlresponse.physics import stress as st
+from aiida_mlresponse.physics.strain import deformation_to_strain, strain_to_deformation
+
+V0 = 5.89 * 10.201779256580686 * 9.56  # reference cell volume, Bohr³
+# a stiffness in the Voigt tensor components (ε11, ε22, ε33, ε23, ε13, ε12), Ha per cell
+STIFFNESS = np.array([
+    [0.60, 0.20, 0.15, 0.00, 0.00, 0.02],
+    [0.20, 0.60, 0.15, 0.00, 0.01, 0.00],
+    [0.15, 0.15, 0.70, 0.03, 0.00, 0.00],
+    [0.00, 0.00, 0.03, 0.50, 0.00, 0.00],
+    [0.00, 0.01, 0.00, 0.00, 0.50, 0.00],
+    [0.02, 0.00, 0.00, 0.00, 0.00, 0.45],
+])
+
+
+def voigt_of(deformation):
+    e = deformation_to_strain(deformation)
+    return torch.stack([e[..., 0, 0], e[..., 1, 1], e[..., 2, 2], e[..., 1, 2], e[..., 0, 2], e[..., 0, 1]], -1)
+
+
+def quadratic_energy(deformation):
+    """F(D) = ½ εᵀCε + a cubic term, ε = ε(D): an analytic energy with known derivatives."""
+    v = voigt_of(deformation)
+    c = torch.as_tensor(STIFFNESS, dtype=v.dtype)
+    return 0.5 * torch.einsum('bi,ij,bj->b', v, c, v) - 0.3 * v[:, 1] ** 3
+
+
+def random_strain(rng, scale=0.04):
+    a = rng.normal(scale=scale, size=(3, 3))
+    return 0.5 * (a + a.T)
+
+
+def test_autograd_stress_matches_analytic_and_finite_differences():
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        e = random_strain(rng)
+        sigma = st.stress(quadratic_energy, e)
+        v = np.array([e[0, 0], e[1, 1], e[2, 2], e[1, 2], e[0, 2], e[0, 1]])
+        dfdv = STIFFNESS @ v
+        dfdv[1] -= 0.9 * v[1] ** 2
+        volume = float(st.strain_volume(torch.as_tensor(e)))
+        analytic = np.zeros((3, 3))
+        for k, (i, j) in enumerate(st.VOIGT_PAIRS):
+            # F depends on the Voigt component ε_ij, which is both ε_ij and ε_ji of the tensor
+            analytic[i, j] = analytic[j, i] = dfdv[k] / volume / (1.0 if i == j else 2.0)
+        np.testing.assert_allclose(sigma, analytic, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(sigma, st.stress_finite_difference(quadratic_energy, e), rtol=1e-6, atol=1e-11)
+        assert np.allclose(sigma, sigma.T)
+
+
+def test_stress_volume_is_that_of_the_strained_cell():
+    e = np.diag([0.02, -0.01, 0.03])
+    volume = float(st.strain_volume(torch.as_tensor(e)))
+    assert volume == pytest.approx(V0 * 1.02 * 0.99 * 1.03, rel=1e-12)
+
+
+def test_uniaxial_path_of_a_quadratic_matches_linear_elasticity():
+    applied = np.linspace(0.0, -0.03, 4)
+    for axis in range(3):
+        path = st.uniaxial_path(lambda d: 0.5 * torch.einsum(
+            'bi,ij,bj->b', voigt_of(d), torch.as_tensor(STIFFNESS, dtype=d.dtype), voigt_of(d)), axis, applied)
+        free = [k for k in range(6) if k != axis]
+        expected_free = -np.linalg.solve(STIFFNESS[np.ix_(free, free)], STIFFNESS[free, axis])
+        np.testing.assert_allclose(path.strain[:, free], np.outer(applied, expected_free), atol=1e-8)
+        assert path.converged.all()
+        assert np.max(path.residual_stress) < 1e-9
+        # the effective uniaxial modulus: σ_ii V = (C_ii - C_if C_ff⁻¹ C_fi) ε_ii to first order
+        modulus = STIFFNESS[axis, axis] + STIFFNESS[axis, free] @ expected_free
+        assert path.sigma[1] * V0 / applied[1] == pytest.approx(modulus, rel=0.05)
+        assert path.transverse.shape == (4, 2)
+        assert np.all(path.min_eigenvalue > 0)
+
+
+def double_well_energy(deformation):
+    """Elastic energy plus a tilted double well in the shear ε12 whose curvature a(ε22) = 0.02 + 0.5 ε22
+    vanishes at ε22 = -0.04: the ε12 = 0 state is metastable above, unstable below (snap to the far well)."""
+    v = voigt_of(deformation)
+    diag = torch.as_tensor([0.6, 0.6, 0.7, 0.5, 0.5], dtype=v.dtype)
+    elastic = 0.5 * (diag * v[:, :5] ** 2).sum(1)
+    q = v[:, 5]
+    a = 0.02 + 0.5 * v[:, 1]
+    return elastic + 0.5 * a * q**2 - 2.0 * q**3 + 30.0 * q**4
+
+
+def test_instability_detector_on_a_double_well():
+    applied = np.linspace(0.0, -0.08, 17)  # steps of 0.005, the curvature crosses zero at -0.04
+    path = st.uniaxial_path(double_well_energy, 1, applied)
+    q = path.strain[:, 5]
+    # the metastable branch holds q = 0 until the curvature vanishes, then q jumps to the far well
+    assert np.all(np.abs(q[applied > -0.04]) < 1e-6)
+    assert np.all(q[applied < -0.04] > 0.03)
+    positions = 0.1 * q[:, None] * np.array([1.0, -2.0, 0.5])  # atoms that follow the shear
+    found = st.detect_instability(path, positions)
+    assert found.found
+    assert -0.045 <= found.applied <= -0.035
+    assert 'jump' in found.reason or 'soft' in found.reason
+    # the same detector finds nothing on a stable path
+    stable = st.uniaxial_path(double_well_energy, 1, np.linspace(0.0, -0.03, 7))
+    assert not st.detect_instability(stable).found
+
+
+@pytest.mark.slow
+def test_stress_through_a_trained_committee_matches_finite_differences():
+    from aiida_mlresponse.ml import pcamlp as pm
+
+    data = pm.synthetic_dataset(200, grid=(4, 4, 4))
+    model, _ = pm.fit_pcamlp(data['D'], {'F': data['F']}, None, {'n_members': 2},
+                             epochs=30, lbfgs_iterations=0, batch_size=64)
+    model = model.double()
+    rng = np.random.default_rng(3)
+    for _ in range(2):
+        e = random_strain(rng, 0.03)
+        sigma = st.stress(model.free_energy, e)
+        np.testing.assert_allclose(sigma, st.stress_finite_difference(model.free_energy, e, h=1e-5),
+                                   rtol=1e-5, atol=1e-10)
