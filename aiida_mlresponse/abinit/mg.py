@@ -162,6 +162,8 @@ def _structure_arrays(structure):
 
 def validate_calculation_inputs(inputs, _=None):
     """Everything that would make ABINIT fail or the labels meaningless, before submission."""
+    if any(name not in inputs for name in ('structure', 'parameters', 'kpoints')):
+        return None  # the missing port reports itself
     try:
         structure, parameters = inputs['structure'], inputs['parameters'].get_dict()
         cell, positions, symbols = _structure_arrays(structure)

@@ -144,3 +144,24 @@ def test_live_relaxation_outputs_and_integral_checks(aiida_profile, abinit_code,
     volume = out['volume']
     assert rho.sum() * volume / rho.size == pytest.approx(8.0, abs=1e-4)  # float32 storage
     assert out['free_energy'] < 0
+
+
+@pytest.mark.slow
+def test_live_relaxation_with_the_seed_pspcod5_pseudo(aiida_profile, abinit_code, pseudo_families):
+    """The authors' Mg.pseu (generic PseudoPotentialData) runs through the same CalcJob (test-size settings)."""
+    from aiida.engine import run_get_node
+
+    from aiida_mlresponse.abinit.mg import SEED_FAMILY_LABEL
+
+    install_seed_family()
+    inputs = calculation_inputs_from_protocol(
+        abinit_code, deformation=STRAINED, protocol='test', overrides={'pseudo_family': SEED_FAMILY_LABEL}
+    )
+    assert inputs['pseudos']['Mg'].filename == 'Mg.pseu'
+    results, node = run_get_node(MgRelaxCalculation, **inputs)
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    out = results['output_parameters'].get_dict()
+    assert out['checks']['electrons_integral'] == pytest.approx(8.0, abs=1e-6)
+    assert abs(out['checks']['band_energy_integral'] - out['band_energy']) < 1e-6
+    assert 'pseudos/Mg.pseu' in node.base.repository.list_object_names('pseudos') or \
+        'Mg.pseu' in node.base.repository.list_object_names('pseudos')
