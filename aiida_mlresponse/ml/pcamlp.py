@@ -14,7 +14,7 @@ costs one pass, not K, in training and in evaluation; each member has its own in
 own bootstrap sample, and keeps the weights of its lowest out-of-bag validation loss.
 
 The model is a plain `torch.nn.Module` whose whole state is tensors (`state_dict`) plus a JSON-able
-`hyperparameters` dict, so it loads weights-only.
+`hyperparameters` dict: it is saved and loaded by `ml.checkpoint` (kind 'pcamlp', weights-only).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+
+from . import checkpoint
 
 KIND = 'pcamlp'
 DEFAULT_HEADS = {'F': 1, 'U': 1, 'minus_TS': 1, 'R': 3}
@@ -130,7 +132,9 @@ def default_hyperparameters(**overrides) -> dict:
         'pca_dims': {},  # fitted d per field, set by fit
         'scalar_hidden': [50, 100, 50],
         'field_hidden': [500, 500],
-        'coefficient_scaling': 'component',  # 'component' (seed) or 'field' (one std per field)
+        # 'field': one std for all coefficients of a field, so the loss is the field's reconstruction
+        # MSE (what NRMSE measures); 'component': each coefficient to unit variance (the seed)
+        'coefficient_scaling': 'field',
     }
     hyper.update(overrides)
     return hyper
@@ -143,8 +147,8 @@ class PCAMLPCommittee(nn.Module):
 
     def __init__(self, hyperparameters: dict, seed: int = 0):
         super().__init__()
-        self.hyper = copy.deepcopy(hyperparameters)
-        h = self.hyper
+        self.hyperparameters = copy.deepcopy(hyperparameters)
+        h = self.hyperparameters
         k = h['n_members']
         generator = torch.Generator().manual_seed(seed)
         self.register_buffer('input_mean', torch.zeros(6))
@@ -168,18 +172,9 @@ class PCAMLPCommittee(nn.Module):
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def hyperparameters(self) -> dict:
-        return copy.deepcopy(self.hyper)
-
-    @classmethod
-    def from_state(cls, hyperparameters: dict, state_dict: dict) -> 'PCAMLPCommittee':
-        model = cls(hyperparameters)
-        model.load_state_dict(state_dict)
-        return model
-
     @property
     def n_members(self) -> int:
-        return self.hyper['n_members']
+        return self.hyperparameters['n_members']
 
     @property
     def field_names(self) -> list[str]:
@@ -211,7 +206,7 @@ class PCAMLPCommittee(nn.Module):
     def reconstruct(self, name: str, coefficients: torch.Tensor) -> torch.Tensor:
         """Fields (..., n1, n2, n3) from coefficients (..., d)."""
         flat = coefficients @ self._buffer(f'{name}_pca_components') + self._buffer(f'{name}_pca_mean')
-        return flat.reshape(*coefficients.shape[:-1], *self.hyper['field_shape'])
+        return flat.reshape(*coefficients.shape[:-1], *self.hyperparameters['field_shape'])
 
     @torch.no_grad()
     def predict(self, deformations, *, fields: bool | list[str] = True, coefficients: bool = False) -> dict:
@@ -241,8 +236,28 @@ class PCAMLPCommittee(nn.Module):
                 # the reconstruction is linear: spread of the fields from the members' deviations
                 deviation = (c - c_mean) @ components  # (K, B, n_points)
                 std = deviation.pow(2).mean(0).sqrt()
-                out[f'{name}_std'] = std.reshape(len(c_mean), *self.hyper['field_shape']).numpy()
+                out[f'{name}_std'] = std.reshape(len(c_mean), *self.hyperparameters['field_shape']).numpy()
         return out
+
+
+def build(hyperparameters: dict) -> PCAMLPCommittee:
+    """Checkpoint builder: the module, untrained, with buffers shaped by the hyperparameters."""
+    return PCAMLPCommittee(hyperparameters)
+
+
+# so that `checkpoint.load` knows the kind once this module is imported
+checkpoint.register_kind(KIND, f'{__name__}:build')
+
+
+def save(path, model: PCAMLPCommittee, metadata: dict | None = None, history: dict | None = None):
+    """Write the committee in the package's model-file format (`ml.checkpoint`), with its training curves."""
+    curves = {}
+    for stage in ('scalars', 'fields'):
+        if history and stage in history and history[stage]['epoch']:
+            h = history[stage]
+            curves[stage] = {key: torch.as_tensor(h[key], dtype=torch.float64)
+                             for key in ('epoch', 'train_loss', 'val_loss')}
+    return checkpoint.save(path, model, metadata=metadata, curves=curves)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -308,6 +323,10 @@ def _train_stacked(
         return float(val.mean())
 
     epoch = 0
+    if has_val:  # the untrained members, so the curve shows what training gained
+        history['epoch'].append(0)
+        history['train_loss'].append(float('nan'))
+        history['val_loss'].append(sum(_keep_best(key, net) for key, net in nets.items()))
     for epoch in range(1, epochs + 1):
         order = np.stack([rng.permutation(row) for row in train_index])
         epoch_loss = 0.0
@@ -373,6 +392,7 @@ def _train_stacked(
                 for saved, p in zip(best_state[key], net.parameters()):
                     p.copy_(saved)
         history['best_val_loss'] = {key: best_loss[key].tolist() for key in nets}
+        history['final_val_loss'] = float(sum(best_loss[key].mean() for key in nets))
     history['seconds'] = time.perf_counter() - t_start
     return history
 
@@ -531,3 +551,27 @@ def synthetic_dataset(n: int, grid=(8, 12, 12), seed: int = 0) -> dict:
         out['u'][i] = 0.01 * total * (1 + voigt[i, 2]) + 0.002 * np.sin(2 * np.pi * frac[..., 2])
         out['s'][i] = 1e-4 * total**2 * (1 + 3 * voigt[i, 5])
     return {'D': d, 'F': free, 'U': band, 'minus_TS': minus_ts, 'R': r, **out}
+
+
+# ----------------------------------------------------------------------------------------------
+# The Mg dataset written by the labelling campaign (runs/mg_fast/*.npz)
+# ----------------------------------------------------------------------------------------------
+
+#: dataset array -> model output name
+MG_ARRAYS = {'free_energy': 'F', 'band_energy': 'U', 'entropy_energy': 'minus_TS', 'R': 'R',
+             'rho': 'rho', 'phi': 'phi', 'u': 'u', 's': 's'}
+
+
+def load_mg_arrays(path) -> dict:
+    """The stacked campaign file as {'D', 'F', 'U', 'minus_TS', 'R', 'rho', 'phi', 'u', 's', 'cell', 'volume'}."""
+    with np.load(path) as z:
+        out = {'D': z['deformation'], 'cell': z['cell'], 'volume': z['volume'], 'index': z['index']}
+        for key, name in MG_ARRAYS.items():
+            out[name] = z[key]
+    return out
+
+
+def position_error(r_pred, r_true, cells) -> np.ndarray:
+    """Cartesian displacement error (Bohr) of the basis atoms, (N,): |ΔR · cell|, the same for all four."""
+    delta = np.asarray(r_pred, dtype=float) - np.asarray(r_true, dtype=float)
+    return np.linalg.norm(np.einsum('ni,nij->nj', delta, np.asarray(cells, dtype=float)), axis=1)

@@ -1,0 +1,140 @@
+"""PCA-MLP committee: reduction, standardization, committee outputs, training, checkpoint, linear baseline."""
+
+import numpy as np
+import pytest
+import torch
+
+from aiida_mlresponse.ml import checkpoint
+from aiida_mlresponse.ml import pcamlp as pm
+from aiida_mlresponse.ml.linear_baseline import LinearBaseline
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Small nets on a shared 2-core machine: a second thread only spins (10x slower under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def data():
+    return pm.synthetic_dataset(120, grid=(4, 6, 6), seed=7)
+
+
+def test_pca_round_trip(data):
+    fields = data['rho'].reshape(120, -1).astype(np.float64)
+    # a basis with as many components as samples reproduces every training field exactly
+    mean, components, ratio = pm.fit_field_pca(fields, 120)
+    np.testing.assert_allclose(components @ components.T, np.eye(len(components)), atol=1e-10)
+    back = pm.pca_reconstruct(pm.pca_project(fields, mean, components), mean, components)
+    np.testing.assert_allclose(back, fields, rtol=0, atol=1e-9 * np.abs(fields).max())
+    # a truncated basis: projection is idempotent, and the error shrinks as d grows
+    errors = []
+    for d in (2, 5, 20):
+        mean, components, _ = pm.fit_field_pca(fields, d)
+        once = pm.pca_reconstruct(pm.pca_project(fields, mean, components), mean, components)
+        twice = pm.pca_reconstruct(pm.pca_project(once, mean, components), mean, components)
+        np.testing.assert_allclose(twice, once, atol=1e-10 * np.abs(fields).max())
+        errors.append(pm.nrmse(once, fields).mean())
+    assert errors[0] > errors[1] > errors[2]
+    # a fraction of explained variance picks d
+    _, components, ratio = pm.fit_field_pca(fields, 0.999)
+    assert ratio.sum() >= 0.999 and ratio[:-1].sum() < 0.999
+
+
+def test_nrmse_is_rmse_over_range():
+    true = np.array([[0.0, 1.0, 2.0, 3.0]])
+    pred = true + np.array([[0.3, -0.3, 0.3, -0.3]])
+    assert pm.nrmse(pred, true)[0] == pytest.approx(0.1)
+
+
+def test_standardization_round_trip():
+    rng = np.random.default_rng(0)
+    values = rng.normal(loc=[3.0, -1.0, 0.0], scale=[1e-3, 5.0, 0.0], size=(50, 3))
+    mean, std = pm.standardization(values)
+    z = (values - mean) / std
+    np.testing.assert_allclose(z[:, :2].mean(0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(z[:, :2].std(0), 1.0, atol=1e-12)
+    assert std[2] == 1.0  # a constant column is left unscaled, not divided by zero
+    np.testing.assert_allclose(z * std + mean, values, rtol=1e-14)
+
+
+def test_committee_standardizes_inputs_and_outputs(data):
+    """A committee whose nets output exactly zero predicts the training mean of every output."""
+    model, _ = pm.fit_pcamlp(data['D'], {'F': data['F'], 'R': data['R']}, {'rho': data['rho']},
+                             {'n_members': 3, 'pca_components': 5}, epochs=1, lbfgs_iterations=0,
+                             field_epochs=1, field_lbfgs_iterations=0)
+    np.testing.assert_allclose(model.input_mean.numpy(), data['D'].mean(0))
+    np.testing.assert_allclose(model.input_std.numpy(), data['D'].std(0))
+    with torch.no_grad():
+        for net in [*model.heads.values(), *model.field_nets.values()]:
+            net.weights[-1].zero_()
+            net.biases[-1].zero_()
+    p = model.predict(data['D'][:4])
+    np.testing.assert_allclose(p['F'][:, 0], data['F'].mean(), rtol=1e-6)
+    np.testing.assert_allclose(p['R'], np.broadcast_to(data['R'].mean(0), (4, 3)), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(p['rho'], np.broadcast_to(data['rho'].mean(0), (4, 4, 6, 6)), rtol=1e-5)
+    assert np.all(p['F_std'] == 0) and np.all(p['rho_std'] == 0)
+
+
+def test_committee_spread_of_fields_equals_spread_of_reconstructions(data):
+    model, _ = pm.fit_pcamlp(data['D'], {'F': data['F']}, {'u': data['u']},
+                             {'n_members': 4, 'pca_components': 6}, epochs=2, lbfgs_iterations=0,
+                             field_epochs=2, field_lbfgs_iterations=0)
+    p = model.predict(data['D'][:5], coefficients=True)
+    with torch.no_grad():
+        members = model.reconstruct('u', model.coefficient_members('u', data['D'][:5])).numpy()
+        f_members = model.head_members('F', data['D'][:5]).numpy()
+    np.testing.assert_allclose(p['u'], members.mean(0), rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(p['u_std'], members.std(0), rtol=1e-3, atol=1e-8)
+    np.testing.assert_allclose(p['F_std'], f_members.std(0), rtol=1e-4)
+    assert p['F_std'].min() > 0  # independently initialised members disagree
+    assert p['u_coef'].shape == (5, 6) and p['u'].shape == (5, 4, 6, 6)
+
+
+@pytest.mark.slow
+def test_tiny_training_reduces_the_loss_and_round_trips_through_a_checkpoint(data, tmp_path):
+    train, test = slice(0, 100), slice(100, 120)
+    scalars = {name: data[name][train] for name in ('F', 'U', 'minus_TS', 'R')}
+    fields = {name: data[name][train] for name in pm.DEFAULT_FIELDS}
+    model, history = pm.fit_pcamlp(
+        data['D'][train], scalars, fields, {'n_members': 2, 'pca_components': 6, 'field_hidden': [32, 32]},
+        epochs=40, lbfgs_iterations=300, field_epochs=20, field_lbfgs_iterations=50, batch_size=32, eval_every=5)
+    for stage in ('scalars', 'fields'):
+        curve = history[stage]
+        assert curve['epoch'][0] == 0  # validation loss of the untrained members
+        assert curve['val_loss'][-1] < 0.5 * curve['val_loss'][0]  # Adam
+        assert curve['final_val_loss'] < 0.1 * curve['val_loss'][0]  # Adam then L-BFGS, best kept
+    p = model.predict(data['D'][test])
+    f_mae = np.abs(p['F'][:, 0] - data['F'][test]).mean()
+    assert f_mae < 0.2 * np.abs(data['F'][test] - data['F'][train].mean()).mean()
+    assert pm.nrmse(p['rho'], data['rho'][test]).mean() < 0.05
+    path = pm.save(tmp_path / 'model.pt', model, metadata={'targets': list(scalars)}, history=history)
+    loaded, payload = checkpoint.load(path)
+    assert payload['kind'] == 'pcamlp' and 'scalars' in payload['curves']
+    again = loaded.predict(data['D'][test])
+    for key in ('F', 'F_std', 'R', 'rho', 's_std'):
+        np.testing.assert_array_equal(again[key], p[key])
+
+
+def test_linear_baseline_is_exact_for_affine_data():
+    rng = np.random.default_rng(2)
+    d = pm.sample_deformations(40, seed=1)
+    a = rng.normal(size=(6, 2))
+    scalars = {'F': d @ a[:, 0] + 1.0, 'R': d @ a}
+    basis = rng.normal(size=(6, 30))
+    fields = {'rho': (d @ basis + 2.0).reshape(40, 2, 3, 5)}
+    model = LinearBaseline().fit(d[:30], {k: v[:30] for k, v in scalars.items()},
+                                 {'rho': fields['rho'][:30]}, pca_components=10)
+    p = model.predict(d[30:])
+    np.testing.assert_allclose(p['F'][:, 0], scalars['F'][30:], rtol=1e-9)
+    np.testing.assert_allclose(p['R'], scalars['R'][30:], rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(p['rho'], fields['rho'][30:], rtol=1e-8)
+
+
+def test_position_error_uses_the_deformed_cell():
+    cells = np.array([np.diag([2.0, 3.0, 4.0])])
+    assert pm.position_error([[0.01, 0.0, 0.0]], [[0.0, 0.0, 0.0]], cells)[0] == pytest.approx(0.02)
+    assert pm.position_error([[0.0, 0.01, 0.01]], [[0.0, 0.0, 0.0]], cells)[0] == pytest.approx(0.05)
