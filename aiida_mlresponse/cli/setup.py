@@ -10,6 +10,8 @@ import click
 
 PROFILE_NAME = 'mlresponse'
 CODES = {'abinit': 'mlresponse.abinit.response', 'anaddb': None}
+# The Python of this environment runs the training entry point (`TrainingCalculation`).
+TRAINING_CODE = 'mlresponse-python'
 
 
 class SetupError(click.ClickException):
@@ -17,7 +19,7 @@ class SetupError(click.ClickException):
 
 
 def find_executables() -> dict[str, str]:
-    """Paths of the ABINIT executables, or an error telling how to install them."""
+    """Paths of the ABINIT executables and of this Python, or an error telling how to install them."""
     found = {name: shutil.which(name) for name in CODES}
     missing = [name for name, path in found.items() if path is None]
     if missing:
@@ -25,6 +27,7 @@ def find_executables() -> dict[str, str]:
             f'ABINIT executable(s) not found on PATH: {", ".join(missing)}. '
             'Install them with `apt-get install -y abinit abinit-data` (Debian) or put them on PATH.'
         )
+    found[TRAINING_CODE] = sys.executable
     return found
 
 
@@ -91,7 +94,7 @@ def ensure_codes(computer, executables: dict[str, str]) -> list[tuple[str, bool]
     from aiida.common.exceptions import NotExistent
 
     results = []
-    for name, plugin in CODES.items():
+    for name, plugin in {**CODES, TRAINING_CODE: 'mlresponse.train'}.items():
         label = f'{name}@{computer.label}'
         try:
             orm.load_code(label)
@@ -104,7 +107,8 @@ def ensure_codes(computer, executables: dict[str, str]) -> list[tuple[str, bool]
             computer=computer,
             filepath_executable=executables[name],
             default_calc_job_plugin=plugin,
-            description=f'{name} {abinit_version(executables["abinit"])} from {executables[name]}',
+            description=f'{name} from {executables[name]}' if name == TRAINING_CODE
+            else f'{name} {abinit_version(executables["abinit"])} from {executables[name]}',
         )
         code.store()
         results.append((label, True))

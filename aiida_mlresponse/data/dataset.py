@@ -36,3 +36,24 @@ class DatasetData(orm.ArrayData):
     @property
     def size(self) -> int:
         return self.base.attributes.get('size')
+
+
+def dataset_from_radnet_h5(path, indices=None) -> DatasetData:
+    """A 'response' DatasetData from the radnet paper's HDF5 layout (P branch fixed), e.g. to train on it."""
+    import numpy as np
+
+    from aiida_mlresponse.ml.datasets import load_radnet_h5
+    from aiida_mlresponse.physics.units import BOHR_TO_ANGSTROM
+
+    data = load_radnet_h5(path)
+    rows = np.arange(len(data)) if indices is None else np.asarray(indices)
+    dataset = DatasetData()
+    dataset.base.attributes.set('atomic_numbers', [int(z) for z in data.numbers])
+    dataset.base.attributes.set('source', str(path))
+    dataset.set_rows('response', {
+        'positions': data.positions[rows] * BOHR_TO_ANGSTROM,
+        'cells': np.repeat(data.cell[None] * BOHR_TO_ANGSTROM, len(rows), axis=0),
+        'polarization': data.polarization[rows],
+        'dielectric_tensor': data.dielectric[rows],
+    }, {'positions': 'angstrom', 'cells': 'angstrom', 'polarization': 'e/bohr^2', 'dielectric_tensor': 'dimensionless'})
+    return dataset

@@ -1,0 +1,72 @@
+"""`aiida-mlresponse predict MODEL STRUCTURES -o OUT`: committee predictions outside a workflow."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import click
+import numpy as np
+
+from . import cli
+
+
+def load_model(identifier: str):
+    """(committee, checkpoint dict) from a model file path or a ModelData pk/uuid."""
+    from aiida_mlresponse.ml import checkpoint
+
+    if pathlib.Path(identifier).is_file():
+        return checkpoint.load(identifier)
+    from aiida import load_profile, orm
+
+    from aiida_mlresponse.data.model import ModelData
+
+    load_profile()
+    node = orm.load_node(identifier)
+    if not isinstance(node, ModelData):
+        raise click.ClickException(f'node {identifier} is a {type(node).__name__}, not a ModelData.')
+    return node.load()
+
+
+def read_structures(path: pathlib.Path, metadata: dict):
+    """Positions (n, N, 3) Bohr from a radnet HDF5 file or any ASE-readable file, checked against the model."""
+    from aiida_mlresponse.physics.units import ANGSTROM_TO_BOHR
+
+    cell = np.asarray(metadata['cell_bohr'])
+    numbers = np.asarray(metadata['atomic_numbers'])
+    if path.suffix in ('.h5', '.hdf5'):
+        from aiida_mlresponse.ml.datasets import load_radnet_h5
+
+        data = load_radnet_h5(path)
+        frames = [(data.cell, data.numbers, p) for p in data.positions]
+    else:
+        import ase.io
+
+        frames = [(np.array(a.cell) * ANGSTROM_TO_BOHR, a.numbers, a.positions * ANGSTROM_TO_BOHR)
+                  for a in ase.io.read(path, index=':')]
+    for index, (frame_cell, frame_numbers, _) in enumerate(frames):
+        if not np.allclose(frame_cell, cell, atol=1e-5) or list(frame_numbers) != numbers.tolist():
+            raise click.ClickException(
+                f'structure {index} of {path} does not have the cell and atom list the model was trained on.')
+    return np.asarray([frame[2] for frame in frames]), cell, numbers
+
+
+@cli.command()
+@click.argument('model')
+@click.argument('structures', type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path))
+@click.option('-o', '--output', required=True, type=click.Path(dir_okay=False, path_type=pathlib.Path),
+              help='Output file: .npz (arrays) or .json.')
+@click.option('--born-charges', is_flag=True, help='Also Z* by autograd (polarization models).')
+def predict(model, structures, output, born_charges):
+    """Predict P or ε∞ (with committee spread) for STRUCTURES with MODEL (file or ModelData pk/uuid)."""
+    from aiida_mlresponse.ml.predict import predict_response
+
+    committee, payload = load_model(model)
+    positions, cell, numbers = read_structures(structures, payload['metadata'])
+    arrays = predict_response(committee, payload['metadata'], positions, cell, numbers, born_charges)
+    units = {'polarization': 'e/bohr^2', 'dielectric_tensor': 'dimensionless', 'born_charges': 'e'}
+    if output.suffix == '.json':
+        output.write_text(json.dumps({'units': units, **{k: np.asarray(v).tolist() for k, v in arrays.items()}}, indent=1))
+    else:
+        np.savez(output, **arrays)
+    click.echo(f'{len(positions)} structures -> {output} ({", ".join(arrays)})')

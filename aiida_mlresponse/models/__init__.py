@@ -1,0 +1,1 @@
+"""AiiDA side of the machine-learned models: model node, training CalcJob and its parser, inference."""

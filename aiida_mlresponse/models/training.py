@@ -1,0 +1,130 @@
+"""`TrainingCalculation`: run the package's own training entry point on any computer, as a CalcJob.
+
+The code is a Python interpreter that has `aiida-mlresponse` installed (`aiida-mlresponse setup`
+creates `mlresponse-python@localhost`; on a cluster, point an InstalledCode at the Python of a GPU
+node's environment). The dataset travels as an `.npz` file, the model comes back as a checkpoint
+file (ml/checkpoint.py format) stored in a `ModelData` node, with the training curves beside it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+from aiida import orm
+from aiida.common import datastructures
+from aiida.engine import CalcJob
+from aiida.parsers import Parser
+
+from aiida_mlresponse.data.dataset import DatasetData
+from aiida_mlresponse.data.model import ModelData
+from aiida_mlresponse.ml.train_entry import TRAINERS, check_hyperparameters
+
+CONFIG_FILE = 'config.json'
+DATASET_FILE = 'dataset.npz'
+MODEL_FILE = 'model.pt'
+LOG_FILE = 'training.log'
+
+
+def validate_kind(value, _):
+    if value is not None and value.value not in TRAINERS:
+        return f'unknown model kind `{value.value}`; known kinds: {", ".join(sorted(TRAINERS))}.'
+
+
+def validate_inputs(inputs, _):
+    kind = inputs.get('model_kind')
+    dataset = inputs.get('dataset')
+    if kind is None or dataset is None:
+        return None
+    hyperparameters = inputs['hyperparameters'].get_dict() if 'hyperparameters' in inputs else {}
+    try:
+        check_hyperparameters(kind.value, dataset.kind, dataset.get_arraynames(), hyperparameters)
+    except ValueError as exc:
+        return str(exc)
+
+
+class TrainingCalculation(CalcJob):
+    """Train a committee (`model_kind`: radnet, pcamlp) on a `DatasetData`; output a `ModelData`."""
+
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.input('dataset', valid_type=DatasetData, help='The labelled configurations to train on.')
+        spec.input('model_kind', valid_type=orm.Str, validator=validate_kind, help='Model family: radnet or pcamlp.')
+        spec.input('hyperparameters', valid_type=orm.Dict, required=False,
+                   help='Overrides of the family defaults (committee size, epochs, target, ...).')
+        spec.inputs.validator = validate_inputs
+        spec.inputs['metadata']['options']['resources'].default = {'num_machines': 1, 'num_mpiprocs_per_machine': 1}
+        spec.inputs['metadata']['options']['parser_name'].default = 'mlresponse.train'
+        spec.inputs['metadata']['options']['withmpi'].default = False
+        spec.output('model', valid_type=ModelData, help='The trained committee (weights-only checkpoint).')
+        spec.output('training_curves', valid_type=orm.ArrayData, help='Per-epoch training/validation loss of each member.')
+        spec.output('output_parameters', valid_type=orm.Dict, help='Best validation losses, epochs, wall time.')
+        spec.exit_code(300, 'ERROR_NO_MODEL_FILE', message='The training produced no model file; see {log}.')
+        spec.exit_code(301, 'ERROR_TRAINING_FAILED', message='The training stopped with an error: {error}')
+        spec.exit_code(302, 'ERROR_INVALID_MODEL_FILE', message='The model file cannot be read: {error}')
+
+    def prepare_for_submission(self, folder):
+        dataset = self.inputs.dataset
+        with folder.open(DATASET_FILE, 'wb') as handle:
+            buffer = io.BytesIO()
+            np.savez(buffer, **{name: dataset.get_array(name) for name in dataset.get_arraynames()})
+            handle.write(buffer.getvalue())
+        config = {
+            'kind': self.inputs.model_kind.value,
+            'hyperparameters': self.inputs.hyperparameters.get_dict() if 'hyperparameters' in self.inputs else {},
+            'dataset_attributes': {k: v for k, v in dataset.base.attributes.all.items() if not k.startswith('array|')},
+        }
+        with folder.open(CONFIG_FILE, 'w') as handle:
+            json.dump(config, handle, indent=2)
+
+        codeinfo = datastructures.CodeInfo()
+        codeinfo.code_uuid = self.inputs.code.uuid
+        codeinfo.cmdline_params = ['-m', 'aiida_mlresponse.ml.train_entry', CONFIG_FILE, DATASET_FILE, MODEL_FILE]
+        codeinfo.stdout_name = LOG_FILE
+        codeinfo.join_files = True  # tracebacks land in the log the parser reads
+
+        calcinfo = datastructures.CalcInfo()
+        calcinfo.codes_info = [codeinfo]
+        calcinfo.retrieve_list = [MODEL_FILE, LOG_FILE]
+        return calcinfo
+
+
+class TrainingParser(Parser):
+    """Store the checkpoint as `ModelData`, its curves as ArrayData, the summary as Dict."""
+
+    def parse(self, **kwargs):
+        retrieved = self.retrieved
+        names = retrieved.base.repository.list_object_names()
+        log = retrieved.base.repository.get_object_content(LOG_FILE) if LOG_FILE in names else ''
+        if 'Traceback (most recent call last)' in log:
+            return self.exit_codes.ERROR_TRAINING_FAILED.format(error=log.strip().splitlines()[-1])
+        if MODEL_FILE not in names:
+            return self.exit_codes.ERROR_NO_MODEL_FILE.format(log=LOG_FILE)
+        import tempfile
+        import pathlib
+
+        from aiida_mlresponse.ml import checkpoint
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = pathlib.Path(tmp) / MODEL_FILE
+            path.write_bytes(retrieved.base.repository.get_object_content(MODEL_FILE, mode='rb'))
+            try:
+                payload = checkpoint.read(path)
+                model = ModelData.from_checkpoint(path)
+            except Exception as exc:  # a truncated or foreign file: say so, keep the retrieved folder
+                return self.exit_codes.ERROR_INVALID_MODEL_FILE.format(error=str(exc))
+        curves = orm.ArrayData()
+        summary = {'kind': payload['kind'], 'members': {}}
+        for member, curve in payload.get('curves', {}).items():
+            for key, values in curve.items():
+                curves.set_array(f'{member}__{key}', np.asarray(values))
+            if 'validation' in curve and len(curve['validation']):
+                validation = np.asarray(curve['validation'])
+                summary['members'][member] = {'best_validation_loss': float(validation.min()),
+                                              'best_epoch': int(validation.argmin()), 'epochs': int(len(validation))}
+        summary['log_tail'] = log.strip().splitlines()[-5:]
+        self.out('model', model)
+        self.out('training_curves', curves)
+        self.out('output_parameters', orm.Dict(summary))

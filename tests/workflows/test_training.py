@@ -1,0 +1,86 @@
+"""Training through the TrainingCalculation CalcJob on real radnet data, and loading the model node."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from aiida import orm
+from aiida.engine import run_get_node
+
+from aiida_mlresponse.data.dataset import DatasetData, dataset_from_radnet_h5
+from aiida_mlresponse.models.training import TrainingCalculation
+
+from ..conftest import RADNET_DATA
+
+TINY = {'target': 'polarization', 'n_members': 2, 'epochs': 3, 'seed': 1}
+
+
+@pytest.fixture
+def python_code(aiida_localhost):
+    return orm.InstalledCode(label='mlresponse-python', computer=aiida_localhost,
+                             filepath_executable=sys.executable, default_calc_job_plugin='mlresponse.train').store()
+
+
+@pytest.fixture
+def gaas_dataset(aiida_profile):
+    return dataset_from_radnet_h5(RADNET_DATA / 'GaAs.h5', indices=range(40)).store()
+
+
+@pytest.mark.slow
+def test_training_calcjob_on_real_data_and_model_in_fresh_process(python_code, gaas_dataset, tmp_path):
+    builder = TrainingCalculation.get_builder()
+    builder.code = python_code
+    builder.dataset = gaas_dataset
+    builder.model_kind = orm.Str('radnet')
+    builder.hyperparameters = orm.Dict(TINY)
+    results, node = run_get_node(builder)
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+
+    model = results['model']
+    assert model.kind == 'radnet_committee'
+    summary = results['output_parameters'].get_dict()
+    assert len(summary['members']) == 2
+    log = node.outputs.retrieved.base.repository.get_object_content('training.log')
+    assert 'model written to model.pt' in log and 'epoch' in log
+
+    # the model node loads in a fresh process and predicts near the labels it was trained on
+    script = (
+        'import sys, numpy as np\n'
+        'from aiida import load_profile, orm\n'
+        'load_profile(sys.argv[1])\n'
+        'from aiida_mlresponse.ml.predict import predict_response\n'
+        'committee, payload = orm.load_node(int(sys.argv[2])).load()\n'
+        'ds = orm.load_node(int(sys.argv[3]))\n'
+        'from aiida_mlresponse.physics.units import ANGSTROM_TO_BOHR as A\n'
+        'md = payload["metadata"]\n'
+        'out = predict_response(committee, md, ds.get_array("positions")[:5] * A, np.array(md["cell_bohr"]), md["atomic_numbers"])\n'
+        'print(np.abs(out["polarization"] - ds.get_array("polarization")[:5]).max())\n'
+    )
+    from aiida.manage import get_manager
+    from aiida.manage.configuration import get_config
+
+    profile = get_manager().get_profile().name
+    env = dict(os.environ, AIIDA_PATH=get_config().dirpath)
+    completed = subprocess.run([sys.executable, '-c', script, profile, str(model.pk), str(gaas_dataset.pk)],
+                               capture_output=True, text=True, timeout=300, env=env)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    error = float(completed.stdout.strip().splitlines()[-1])
+    spread_of_labels = np.ptp(gaas_dataset.get_array('polarization'), axis=0).max()
+    assert error < spread_of_labels
+
+
+def test_mismatched_inputs_refused_before_submission(python_code, gaas_dataset):
+    builder = TrainingCalculation.get_builder()
+    builder.code = python_code
+    builder.dataset = gaas_dataset
+    builder.model_kind = orm.Str('pcamlp')
+    with pytest.raises(ValueError, match='trains on a `mg_strain` dataset'):
+        run_get_node(builder)
+    builder.model_kind = orm.Str('radnet')
+    builder.hyperparameters = orm.Dict({'target': 'phonons'})
+    with pytest.raises(ValueError, match='unknown target `phonons`'):
+        run_get_node(builder)
+    with pytest.raises(ValueError, match='unknown model kind'):
+        builder.model_kind = orm.Str('schnet')
