@@ -120,6 +120,7 @@ class UniaxialPath:
     residual_stress: np.ndarray  # largest |σ| of the components that should vanish (n,)
     min_eigenvalue: np.ndarray  # lowest eigenvalue of the free-strain Hessian of F (n,), Ha
     converged: np.ndarray  # (n,) bool
+    in_domain: np.ndarray  # (n,) bool: every strain component within max_strain (a model is only trusted there)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -139,6 +140,7 @@ def uniaxial_path(
     start=None,
     kick: float = 1e-3,
     soft_threshold: float = 0.0,
+    max_strain: float = 0.2,
 ) -> UniaxialPath:
     """Uniaxial stress along x_axis for each prescribed ε_ii in `applied`, in order (continuation).
 
@@ -147,12 +149,15 @@ def uniaxial_path(
     eigenvalue below `soft_threshold` there, the state is a saddle or a maximum: it is pushed by `kick`
     along the unstable eigenvector (both signs tried, the lower energy kept) and relaxed again,
     so a path that reaches an instability follows the branch it falls onto, as the physical crystal.
+    A machine-learned F is meaningless far from its training data (a tanh net is flat there and the
+    relaxation can run away): states with a strain component beyond `max_strain` are marked
+    `in_domain = False`, and the next step restarts from the unrelaxed strain.
     """
     applied = np.asarray(applied, dtype=float)
     free = np.ones(6, dtype=bool)
     free[axis] = False
     current = np.zeros(6) if start is None else np.asarray(start, dtype=float).copy()
-    rows = {key: [] for key in ('strain', 'sigma', 'residual', 'eig', 'converged')}
+    rows = {key: [] for key in ('strain', 'sigma', 'residual', 'eig', 'converged', 'in_domain')}
     for value in applied:
         current[axis] = value
 
@@ -184,12 +189,15 @@ def uniaxial_path(
         rows['residual'].append(float(np.max(np.abs(off))))
         rows['eig'].append(float(eigval[0]))
         rows['converged'].append(bool(result.converged))
+        rows['in_domain'].append(bool(np.max(np.abs(current)) <= max_strain))
+        if not rows['in_domain'][-1]:
+            current = np.zeros(6)
     strains = np.array(rows['strain'])
     deformation = strain_to_deformation(voigt_to_tensor(torch.as_tensor(strains))).numpy()
     return UniaxialPath(
         axis=axis, applied=applied, strain=strains, deformation=deformation, sigma=np.array(rows['sigma']),
         residual_stress=np.array(rows['residual']), min_eigenvalue=np.array(rows['eig']),
-        converged=np.array(rows['converged']),
+        converged=np.array(rows['converged']), in_domain=np.array(rows['in_domain']),
     )
 
 
@@ -217,6 +225,8 @@ def detect_instability(
         value at the start of the path (or becomes negative);
       - jump: the change per step of the relaxed strain, or of the atomic positions `positions`
         (n, ...) if given, exceeds `jump_factor` times its median over the path.
+    A relaxation that left the model's domain is flagged too (with that reason): it is not a
+    physical instability, but no stress beyond it can be trusted.
     """
     eig = path.min_eigenvalue
     soft = np.flatnonzero(eig < soft_fraction * abs(eig[0]))
@@ -229,11 +239,14 @@ def detect_instability(
         typical = np.median(step)
         jumps.append(np.flatnonzero(step > jump_factor * max(typical, 1e-12)) + 1)
     jump = np.unique(np.concatenate(jumps)) if jumps else np.array([], dtype=int)
-    flagged = sorted(set(soft.tolist()) | set(jump.tolist()))
+    outside = np.flatnonzero(~path.in_domain)
+    flagged = sorted(set(soft.tolist()) | set(jump.tolist()) | set(outside.tolist()))
     if not flagged:
         return Instability(False, None, None, 'stable along the path', soft, jump)
     first = flagged[0]
     reasons = []
+    if first in outside:
+        reasons.append('the relaxed strain left the domain of the model (|ε| > max_strain)')
     if first in soft:
         reasons.append(f'soft free-strain Hessian (lowest eigenvalue {eig[first]:.3g} Ha)')
     if first in jump:

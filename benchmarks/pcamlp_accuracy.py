@@ -1,0 +1,273 @@
+"""Accuracy of the PCA-MLP committee on held-out strained-Mg configurations (seed 002 comparison).
+
+    nice -n 10 .venv/bin/python benchmarks/pcamlp_accuracy.py                   # Mg campaign data
+    nice -n 10 .venv/bin/python benchmarks/pcamlp_accuracy.py --synthetic 1500  # analytic stand-in
+
+For each training size: MAE and max of F, U, -TS (mHa; direct heads, and U, -TS also from the integrated
+predicted fields), NRMSE of ρ, φ, u, s (per configuration, mean and median), the PCA-only NRMSE, the
+position error (Bohr), the same for the seed's linear-regression baseline, the training time, and the
+committee spread against the error. Also the model's stress σ = (1/V) ∂F/∂ε against ABINIT's stress on
+the test set, and uniaxial stress-strain curves with the committee band. Writes
+benchmarks/results/pcamlp_accuracy.json (or pcamlp_accuracy_synthetic.json) and PNG plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import time
+
+import numpy as np
+import torch
+
+from aiida_mlresponse.ml import pcamlp as pm
+from aiida_mlresponse.ml import plots
+from aiida_mlresponse.ml.linear_baseline import LinearBaseline
+from aiida_mlresponse.physics import stress as st
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = ROOT / 'benchmarks' / 'results'
+MG_DATA = ROOT / 'runs' / 'mg_fast' / 'mg_fast_seed2024.npz'
+TSMEAR = 0.01  # Ha, the smearing of the Mg protocols: -TS = tsmear * ∫s
+HA_PER_BOHR3_TO_GPA = 29421.02648438959
+SEED_PAPER = {  # seed 002, 2000 training configurations, 1000 test
+    'F_mae_mHa': 0.10, 'F_max_mHa': 1.5, 'U_mae_mHa': 0.15, 'U_max_mHa': 2.4,
+    'minus_TS_mae_mHa': 0.014, 'minus_TS_max_mHa': 0.13,
+    'nrmse_rho_phi_u_percent': 0.1, 'nrmse_s_percent': 11.0, 'position_error_bohr': 0.0035,
+}
+SCALARS = ('F', 'U', 'minus_TS', 'R')
+
+
+def integrals(fields: dict, volume: np.ndarray) -> dict:
+    """U = ∫u and -TS = tsmear ∫s on the fixed grid (sum × V / n_points)."""
+    out = {}
+    if 'u' in fields:
+        u = np.asarray(fields['u'], dtype=np.float64)
+        out['U'] = u.reshape(len(u), -1).mean(1) * volume
+    if 's' in fields:
+        s = np.asarray(fields['s'], dtype=np.float64)
+        out['minus_TS'] = TSMEAR * s.reshape(len(s), -1).mean(1) * volume
+    return out
+
+
+def energy_errors(pred: dict, true: dict, prefix: str = '') -> dict:
+    out = {}
+    for key in ('F', 'U', 'minus_TS'):
+        if key in pred:
+            err = 1e3 * np.abs(np.ravel(pred[key]) - np.ravel(true[key]))
+            out[f'{prefix}{key}_mae_mHa'] = float(err.mean())
+            out[f'{prefix}{key}_max_mHa'] = float(err.max())
+    return out
+
+
+def field_errors(pred: dict, true: dict, names, prefix: str = '') -> tuple[dict, dict]:
+    out, per_config = {}, {}
+    for name in names:
+        values = pm.nrmse(pred[name], true[name])
+        per_config[name] = values
+        out[f'{prefix}nrmse_{name}_mean_percent'] = float(100 * values.mean())
+        out[f'{prefix}nrmse_{name}_median_percent'] = float(100 * np.median(values))
+    return out, per_config
+
+
+def evaluate(args, data, train, test, fields_names, label):
+    d_train, d_test = data['D'][train], data['D'][test]
+    scalars = {k: data[k][train] for k in SCALARS}
+    fields = {k: data[k][train] for k in fields_names}
+    truth = {k: data[k][test] for k in (*SCALARS, *fields_names)}
+    torch.manual_seed(args.seed)
+    model, history = pm.fit_pcamlp(
+        d_train, scalars, fields,
+        {'n_members': args.members, 'pca_components': args.pca, 'coefficient_scaling': args.coefficient_scaling},
+        epochs=args.epochs, lbfgs_iterations=args.lbfgs, field_epochs=args.field_epochs,
+        field_lbfgs_iterations=args.field_lbfgs, l2=args.l2, seed=args.seed,
+        log=print if args.verbose else None, log_every=100)
+    t0 = time.perf_counter()
+    pred = model.predict(d_test, coefficients=True)
+    predict_seconds = time.perf_counter() - t0
+    row = {'n_train': int(len(d_train)), 'n_test': int(len(d_test)), 'train_seconds': history['train_seconds'],
+           'scalar_train_seconds': history['scalars']['seconds'],
+           'field_train_seconds': history.get('fields', {}).get('seconds'),
+           'predict_seconds_test_set': predict_seconds,
+           'pca_dims': model.hyperparameters['pca_dims'],
+           'pca_explained_variance': history['pca_explained_variance']}
+    row.update(energy_errors(pred, truth))
+    row.update(energy_errors(integrals(pred, data['volume'][test]), truth, prefix='from_fields_'))
+    # the labels' own consistency: integrated DFT fields against the DFT energies
+    row.update(energy_errors(integrals(truth, data['volume'][test]), truth, prefix='dft_fields_vs_dft_'))
+    errors, per_config = field_errors(pred, truth, fields_names)
+    row.update(errors)
+    pca_pred = {}
+    for name in fields_names:
+        mean = model._buffer(f'{name}_pca_mean').numpy()
+        comps = model._buffer(f'{name}_pca_components').numpy()
+        pca_pred[name] = pm.pca_reconstruct(pm.pca_project(truth[name], mean, comps), mean, comps).reshape(
+            truth[name].shape)
+    pca_errors, pca_per_config = field_errors(pca_pred, truth, fields_names, prefix='pca_only_')
+    row.update(pca_errors)
+    pos = pm.position_error(pred['R'], truth['R'], data['cell'][test])
+    row['position_error_mean_bohr'] = float(pos.mean())
+    row['position_error_max_bohr'] = float(pos.max())
+    row['R_displacement_mean_bohr'] = float(pm.position_error(truth['R'], 0 * truth['R'], data['cell'][test]).mean())
+    f_err = np.abs(pred['F'][:, 0] - truth['F'])
+    row['F_committee_std_mean_mHa'] = float(1e3 * pred['F_std'].mean())
+    row['F_spread_error_spearman'] = float(_spearman(pred['F_std'][:, 0], f_err))
+    # linear baseline of the seed
+    linear = LinearBaseline().fit(d_train, scalars, fields, pca_components=args.pca)
+    lin = linear.predict(d_test)
+    lin_row = energy_errors(lin, truth)
+    lin_row.update(field_errors(lin, truth, fields_names)[0])
+    lin_pos = pm.position_error(lin['R'], truth['R'], data['cell'][test])
+    lin_row['position_error_mean_bohr'] = float(lin_pos.mean())
+    row['linear_baseline'] = lin_row
+    # stress against ABINIT's, where the data have it
+    if 'stress' in data and not args.no_stress:
+        model64 = model.double()
+        strains = pm_strain(d_test[: args.stress_configs])
+        sigma = st.stress(model64.free_energy, strains)
+        dft = data['stress'][test][: args.stress_configs]
+        diff = HA_PER_BOHR3_TO_GPA * np.abs(sigma - dft)
+        row['stress_vs_dft_mae_GPa'] = float(diff.mean())
+        row['stress_vs_dft_max_GPa'] = float(diff.max())
+        row['stress_dft_mean_abs_GPa'] = float(HA_PER_BOHR3_TO_GPA * np.abs(dft).mean())
+        row['stress_configs'] = int(len(strains))
+        model = model64.float()
+    extras = {'pred': pred, 'truth': truth, 'per_config': per_config, 'pca_per_config': pca_per_config,
+              'model': model, 'history': history}
+    return row, extras
+
+
+def pm_strain(deformations):
+    from aiida_mlresponse.physics.strain import deformation_to_strain
+
+    return deformation_to_strain(np.asarray(deformations))
+
+
+def _spearman(a, b) -> float:
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def stress_curves(model, steps: int, label: str, out_png):
+    model64 = model.double()
+    curves = []
+    for axis in range(3):
+        applied = np.linspace(0.0, -0.1 if axis == 1 else -0.06, steps)
+        path = st.uniaxial_path(model64.free_energy, axis, applied, gtol=1e-10, max_iter=3000)
+        with torch.no_grad():
+            r = model64.head_members('R', torch.as_tensor(path.deformation)).mean(0).numpy()
+        members = []
+        for k in range(model64.n_members):
+            sig = st.stress(lambda d, k=k: model64.head_members('F', d)[k, :, 0],
+                            np.stack([st.voigt_to_tensor(torch.as_tensor(v)).numpy() for v in path.strain]))
+            members.append(sig[:, axis, axis])
+        found = st.detect_instability(path, r)
+        keep = np.where(path.in_domain, 1.0, np.nan)  # no stress is shown where the model extrapolates
+        curves.append({'axis': axis, 'applied': path.applied.tolist(), 'sigma': (keep * path.sigma).tolist(),
+                       'sigma_std': np.std(members, axis=0).tolist(),
+                       'transverse': (keep[:, None] * path.transverse).tolist(),
+                       'in_domain': path.in_domain.tolist(),
+                       'min_hessian_eigenvalue_Ha': path.min_eigenvalue.tolist(),
+                       'converged': path.converged.tolist(), 'R': r.tolist(),
+                       'unstable_at': found.applied, 'instability_reason': found.reason})
+    plots.stress_strain(curves, out_png, title=label)
+    model64.float()
+    return curves
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--data', default=str(MG_DATA))
+    parser.add_argument('--synthetic', type=int, default=0, help='use N analytic configurations (NOT Mg)')
+    parser.add_argument('--train-sizes', type=int, nargs='+', default=[250, 500, 1000, 2000])
+    parser.add_argument('--test-size', type=int, default=500)
+    parser.add_argument('--members', type=int, default=5)
+    parser.add_argument('--pca', type=float, default=50)
+    parser.add_argument('--coefficient-scaling', default='field', choices=['field', 'component'])
+    parser.add_argument('--epochs', type=int, default=300)
+    parser.add_argument('--lbfgs', type=int, default=1000)
+    parser.add_argument('--field-epochs', type=int, default=100)
+    parser.add_argument('--field-lbfgs', type=int, default=200)
+    parser.add_argument('--l2', type=float, default=1e-4)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--stress-configs', type=int, default=100)
+    parser.add_argument('--stress-steps', type=int, default=21)
+    parser.add_argument('--no-stress', action='store_true')
+    parser.add_argument('--tag', default='')
+    parser.add_argument('--verbose', action='store_true')
+    args = parser.parse_args()
+    args.pca = int(args.pca) if args.pca >= 1 else args.pca
+    torch.set_num_threads(args.threads)
+
+    if args.synthetic:
+        data = pm.synthetic_dataset(args.synthetic, grid=(20, 32, 32), seed=2024)
+        from aiida_mlresponse.physics.strain import cell_volume, deformation_to_cell
+
+        data['cell'] = deformation_to_cell(data['D'])
+        data['volume'] = cell_volume(data['cell'])
+        source = f'SYNTHETIC analytic stand-in ({args.synthetic} configurations) - NOT Mg, NOT DFT'
+        stem = 'pcamlp_accuracy_synthetic'
+    else:
+        data = pm.load_mg_arrays(args.data)
+        with np.load(args.data) as z:
+            data['stress'] = z['stress']
+        source = f'Mg, ABINIT `fast` protocol campaign ({args.data}, {len(data["D"])} configurations)'
+        stem = 'pcamlp_accuracy'
+    stem += args.tag
+    fields_names = [name for name in pm.DEFAULT_FIELDS if name in data]
+    n = len(data['D'])
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(n)
+    n_test = min(args.test_size, n // 2)
+    sizes = [s for s in args.train_sizes if s <= n - n_test] or [n - n_test]
+    test = order[:n_test]
+    print(f'data: {source}; test set {n_test} configurations; training sizes {sizes}')
+    rows, extras = [], None
+    for size in sizes:
+        train = order[n_test:n_test + size]
+        row, extras = evaluate(args, data, train, test, fields_names, source)
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if not isinstance(v, dict)}, indent=None))
+        print('  linear baseline:', json.dumps(row['linear_baseline']))
+    label = f'{source}; n_train {rows[-1]["n_train"]}, n_test {n_test}, K={args.members}'
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    pngs = {
+        'parity': plots.parity(extras['truth'], {k: extras['pred'][k][:, 0] for k in ('F', 'U', 'minus_TS')},
+                               RESULTS / f'{stem}_parity.png',
+                               spread={k: extras['pred'][f'{k}_std'][:, 0] for k in ('F', 'U', 'minus_TS')},
+                               title=label),
+        'nrmse': plots.nrmse_histograms(extras['per_config'], RESULTS / f'{stem}_nrmse.png',
+                                        pca_only=extras['pca_per_config'], title=label),
+        'field_slice': plots.field_slice({k: extras['truth'][k][0] for k in fields_names},
+                                         {k: extras['pred'][k][0] for k in fields_names},
+                                         RESULTS / f'{stem}_field_slice.png', plane=0, axis=2,
+                                         title=f'{label}; test configuration 0, plane x3 = 0'),
+    }
+    curves = None
+    if not args.no_stress:
+        curves = stress_curves(extras['model'], args.stress_steps, label, RESULTS / f'{stem}_stress_strain.png')
+        pngs['stress_strain'] = RESULTS / f'{stem}_stress_strain.png'
+        for c in curves:
+            print(f'uniaxial x{c["axis"] + 1}: instability {c["unstable_at"]} ({c["instability_reason"]}); '
+                  f'min Hessian eigenvalue along path {min(c["min_hessian_eigenvalue_Ha"]):.3g} Ha')
+    result = {
+        'data': source, 'is_mg_dft': not args.synthetic,
+        'machine': f'{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
+                   f'torch threads {args.threads}, CPU',
+        'settings': {k: v for k, v in vars(args).items() if k not in ('data',)},
+        'units': 'energies mHa per 4-atom cell, NRMSE percent (RMSE / range of the truth, per configuration), '
+                 'positions Bohr, stress GPa, times s',
+        'seed_paper': SEED_PAPER, 'target': {'F_mae_mHa': 0.05, 'max_train': 1000},
+        'rows': rows, 'uniaxial_paths': curves, 'plots': [str(p.relative_to(ROOT)) for p in pngs.values()],
+    }
+    path = RESULTS / f'{stem}.json'
+    path.write_text(json.dumps(result, indent=1))
+    print('wrote', path)
+
+
+if __name__ == '__main__':
+    main()
