@@ -1,6 +1,6 @@
 """radnet: an atom-decomposed 3-D CNN on density cubes (seed 000, METHODS.md part A).
 
-X = offset + scale · Σ_I f(cube_I)  [+ T(R), an optional Taylor head]
+X = w ⊙ (offset + scale · Σ_I f(cube_I))  [+ T(R), an optional Taylor head]
 
 - f: a stack of 3x3x3 convolutions with ELU (padding 1; stride 1 or 2), flatten, one dense ELU layer, and
   a linear output layer; optionally plus a *linear* functional of the cube (``linear_head``), which
@@ -9,6 +9,8 @@ X = offset + scale · Σ_I f(cube_I)  [+ T(R), an optional Taylor head]
   variance in training). Inputs are standardized per voxel (mean and standard deviation over the training
   atoms): displacements of 0.01 Å change a cube by ~1 % of its values, and a per-voxel standardization
   makes those changes O(1) for the network (the paper used one global mean and scale).
+- w: the per-component weight of the CNN's correction (``residual_weight``, 1 unless a committee fit shrinks
+  it toward 0 because the CNN did not beat the Taylor head on its validation configurations).
 - T: an optional ``TaylorHead`` (the ridge polynomial of `baselines.py`, frozen): the CNN then learns the
   residual of the baseline. T depends on the positions only through differentiable torch operations, so
   Z* and Raman tensors still come by autograd, but it only applies to the cell it was fitted on.
@@ -167,12 +169,18 @@ class RadNet(nn.Module):
         self.register_buffer('input_scale', torch.ones((n, n, n), dtype=self.dtype))
         self.register_buffer('output_offset', torch.zeros(hp['n_outputs'], dtype=torch.float64))
         self.register_buffer('output_scale', torch.ones(hp['n_outputs'], dtype=torch.float64))
+        self.register_buffer('residual_weight', torch.ones(hp['n_outputs'], dtype=torch.float64))
+        self._register_load_state_dict_pre_hook(_default_residual_weight)
         taylor = hp['taylor']
         self.taylor = TaylorHead(taylor['degree'], taylor['n_atoms'], hp['n_outputs']) if taylor else None
 
     @property
     def n_outputs(self) -> int:
         return self.hyperparameters['n_outputs']
+
+    def correction(self, cubes: torch.Tensor) -> torch.Tensor:
+        """offset + scale · Σ_I f(cube_I) (B, n_outputs) float64: the CNN part, before the weight w."""
+        return self.output_offset + self.output_scale * self.normalized(cubes).to(torch.float64)
 
     def zero_output_(self) -> 'RadNet':
         """Start from f = 0 (the prediction is then the offset plus the Taylor head, if any)."""
@@ -195,7 +203,7 @@ class RadNet(nn.Module):
 
     def forward(self, cubes: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         """Physical prediction (B, n_outputs) in float64; positions (B, N, 3) Bohr needed with a Taylor head."""
-        value = self.output_offset + self.output_scale * self.normalized(cubes).to(torch.float64)
+        value = self.residual_weight * self.correction(cubes)
         if self.taylor is not None:
             if positions is None:
                 raise ValueError('this model has a Taylor head: pass the positions too')
@@ -213,7 +221,14 @@ class RadNet(nn.Module):
 
     def per_atom_scale_offset(self):
         """(scale, offset) for `derivatives.AtomSumModel` (valid without a Taylor head)."""
-        return self.output_scale, self.output_offset
+        return self.residual_weight * self.output_scale, self.residual_weight * self.output_offset
+
+
+def _default_residual_weight(state_dict, prefix, *args, **kwargs):
+    """Checkpoints written before ``residual_weight`` existed load with weight 1 (what they computed)."""
+    key = prefix + 'residual_weight'
+    if key not in state_dict and prefix + 'output_scale' in state_dict:
+        state_dict[key] = torch.ones_like(state_dict[prefix + 'output_scale'])
 
 
 def build(hyperparameters: dict) -> RadNet:

@@ -5,8 +5,15 @@ MSE of ``forward_normalized(model, inputs[batch])`` against normalized targets).
 epoch with the lowest validation loss (the model is restored to it at the end), stops when the validation
 loss has not improved for ``patience`` epochs, logs one line per epoch (``log``: a callable taking a
 string, e.g. ``print`` or ``logger.info``; the CalcJob writes them to its output) and, when asked, shows a
-tqdm progress bar. The returned curve (epoch, train/validation loss, learning rate, seconds) is stored in
-checkpoints.
+tqdm progress bar. The returned curve is stored in checkpoints (`TrainingResult.curve_arrays`): one float64
+tensor per key, one entry per epoch, epoch 0 being the model before any step:
+
+- ``epoch``; ``train_loss``: mean loss over the epoch's mini-batches (epoch 0: evaluated on the training set);
+- ``validation_loss``: loss on the validation samples after the epoch (the early-stopping criterion);
+- ``learning_rate``: after the epoch's scheduler step; ``seconds``: wall time since the start.
+
+Learning-rate schedules (``schedule``): 'plateau' (x plateau_factor after plateau_patience epochs without a
+better validation loss) or 'cosine' (from learning_rate down to min_learning_rate over ``epochs``).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ class TrainingConfig:
     min_learning_rate: float = 1e-5
     plateau_factor: float = 0.5  # learning rate x factor after plateau_patience epochs without progress
     plateau_patience: int = 15
+    schedule: str = 'plateau'  # or 'cosine'
     seed: int = 0
     progress: bool = False  # tqdm bar
     log_every: int = 1  # epochs between log lines (0: none)
@@ -46,6 +54,7 @@ class TrainingResult:
     curve: list  # one dict per epoch
     stopped_early: bool
     seconds: float
+    summary: dict = dataclasses.field(default_factory=dict)  # JSON-able facts added by the caller (e.g. shrinkage)
 
     def curve_arrays(self) -> dict:
         """The curve as float64 tensors, for checkpoints."""
@@ -92,8 +101,14 @@ def train(model: torch.nn.Module, loss_function: Callable, train_indices, valida
 
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=config.plateau_factor, patience=config.plateau_patience, min_lr=config.min_learning_rate)
+    if config.schedule == 'plateau':
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=config.plateau_factor, patience=config.plateau_patience, min_lr=config.min_learning_rate)
+    elif config.schedule == 'cosine':
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=max(1, config.epochs), eta_min=config.min_learning_rate)
+    else:
+        raise ValueError(f"schedule must be 'plateau' or 'cosine', got {config.schedule!r}")
 
     start = time.perf_counter()
     model.eval()
@@ -123,7 +138,7 @@ def train(model: torch.nn.Module, loss_function: Callable, train_indices, valida
             count += len(indices)
         model.eval()
         validation_loss = evaluate_loss(loss_function, model, validation_indices)
-        scheduler.step(validation_loss)
+        scheduler.step(validation_loss) if config.schedule == 'plateau' else scheduler.step()
         learning_rate = optimizer.param_groups[0]['lr']
         row = {'epoch': epoch, 'train_loss': running / count, 'validation_loss': validation_loss,
                'learning_rate': learning_rate, 'seconds': time.perf_counter() - start}
