@@ -209,11 +209,13 @@ class PCAMLPCommittee(nn.Module):
         return flat.reshape(*coefficients.shape[:-1], *self.hyperparameters['field_shape'])
 
     @torch.no_grad()
-    def predict(self, deformations, *, fields: bool | list[str] = True, coefficients: bool = False) -> dict:
+    def predict(self, deformations, *, fields: bool | list[str] = True, coefficients: bool = False,
+                field_spread: bool = True) -> dict:
         """Committee mean and spread (population std over members) of every output, as numpy arrays.
 
-        Keys: each head name and `<head>_std` (B, n_out); with `fields`, each field and `<field>_std`
-        (B, n1, n2, n3); with `coefficients`, `<field>_coef` and `<field>_coef_std` (B, d).
+        Keys: each head name and `<head>_std` (B, n_out); with `fields`, each field and (with
+        `field_spread`, which costs K reconstructions) `<field>_std` (B, n1, n2, n3); with
+        `coefficients`, `<field>_coef` and `<field>_coef_std` (B, d).
         """
         x = self._inputs(deformations)
         out = {}
@@ -233,10 +235,11 @@ class PCAMLPCommittee(nn.Module):
             if name in wanted:
                 components = self._buffer(f'{name}_pca_components')
                 out[name] = self.reconstruct(name, c_mean).numpy()
-                # the reconstruction is linear: spread of the fields from the members' deviations
-                deviation = (c - c_mean) @ components  # (K, B, n_points)
-                std = deviation.pow(2).mean(0).sqrt()
-                out[f'{name}_std'] = std.reshape(len(c_mean), *self.hyperparameters['field_shape']).numpy()
+                if field_spread:
+                    # the reconstruction is linear: spread of the fields from the members' deviations
+                    deviation = (c - c_mean) @ components  # (K, B, n_points)
+                    std = deviation.square_().mean(0).sqrt_()
+                    out[f'{name}_std'] = std.reshape(len(c_mean), *self.hyperparameters['field_shape']).numpy()
         return out
 
 
@@ -575,3 +578,23 @@ def position_error(r_pred, r_true, cells) -> np.ndarray:
     """Cartesian displacement error (Bohr) of the basis atoms, (N,): |ΔR · cell|, the same for all four."""
     delta = np.asarray(r_pred, dtype=float) - np.asarray(r_true, dtype=float)
     return np.linalg.norm(np.einsum('ni,nij->nj', delta, np.asarray(cells, dtype=float)), axis=1)
+
+
+def train_and_save(arrays: dict, path, settings: dict | None = None, log: Callable[[str], None] | None = print):
+    """Train a committee on dataset arrays (keys of `load_mg_arrays`) and write it as a model file.
+
+    The hook for the package's training entry point (kind 'pcamlp'): `settings` holds the model
+    hyperparameters under 'hyperparameters' and any keyword of `fit_pcamlp` (epochs, l2, ...).
+    """
+    settings = dict(settings or {})
+    hyper = settings.pop('hyperparameters', {})
+    scalars = {name: arrays[name] for name in DEFAULT_HEADS if name in arrays}
+    fields = {name: arrays[name] for name in DEFAULT_FIELDS if name in arrays}
+    model, history = fit_pcamlp(arrays['D'], scalars, fields, hyper, log=log, **settings)
+    metadata = {'inputs': 'D = (λa, λb, λc, θa, θb, θc), angles in degrees',
+                'units': {'F': 'Ha', 'U': 'Ha', 'minus_TS': 'Ha', 'R': 'reduced', 'rho': 'e/Bohr^3',
+                          'phi': 'Ha', 'u': 'Ha/Bohr^3', 's': '1/Bohr^3'},
+                'n_train': int(len(arrays['D'])), 'train_seconds': history['train_seconds'],
+                'settings': {k: v for k, v in settings.items() if isinstance(v, (int, float, str, bool))}}
+    save(path, model, metadata=metadata, history=history)
+    return model, history
