@@ -72,6 +72,9 @@ def symmetrize(field, rotations, translations) -> np.ndarray:
     )  # signed integer m' of every grid point
     total = np.zeros_like(coefficients)
     for s, t in zip(rotations, translations):
+        mixes = (np.asarray(s) != 0) & (shape[:, None] != shape[None, :])
+        if mixes.any():
+            raise FieldError(f'the symmetry operation {np.asarray(s).tolist()} maps the grid {shape.tolist()} onto another grid.')
         # f(Sx + t) has coefficient F(m) e^{2πi m·t} at m' = Sᵀ m, i.e. m = S^{-T} m'.
         inverse_transpose = np.rint(np.linalg.inv(np.asarray(s, dtype=float).T)).astype(int)
         m = freqs @ inverse_transpose.T

@@ -46,3 +46,11 @@ def test_cold_smearing_entropy_weight():
     assert total == pytest.approx(0.0, abs=1e-12)
     # the κ term makes it asymmetric in t (cold smearing), which fixes the sign convention of t
     assert mg_fields.cold_smearing_entropy_weight(1.0) != pytest.approx(mg_fields.cold_smearing_entropy_weight(-1.0))
+
+
+def test_symmetrize_refuses_an_operation_the_grid_does_not_have():
+    swap = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 1]])
+    with pytest.raises(mg_fields.FieldError, match='onto another grid'):
+        mg_fields.symmetrize(np.zeros((4, 6, 6)), [swap], [np.zeros(3)])
+    out = mg_fields.symmetrize(np.arange(36.0).reshape(6, 6, 1).repeat(2, axis=2), [np.eye(3, dtype=int), swap], [np.zeros(3)] * 2)
+    np.testing.assert_allclose(out, np.swapaxes(out, 0, 1), atol=1e-12)
