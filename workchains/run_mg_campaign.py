@@ -23,7 +23,7 @@ FIELDS = ('rho', 'phi', 'u', 's')
 
 
 def export(out: pathlib.Path, protocol: str, seed: int) -> pathlib.Path | None:
-    files = sorted((out / 'configs').glob('*.npz'))
+    files = sorted(p for p in (out / 'configs').glob('*.npz') if '.tmp' not in p.name)  # not one being written
     if not files:
         return None
     rows = [dict(np.load(path)) for path in files]
