@@ -22,7 +22,7 @@ from aiida_mlresponse.physics.units import ANGSTROM_TO_BOHR
 # kind -> (dataset kind it trains on, arrays it needs, the targets it can learn)
 TRAINERS = {
     'radnet': ('response', ('positions', 'cells'), {'polarization': 'polarization', 'dielectric': 'dielectric_tensor'}),
-    'pcamlp': ('mg_strain', ('deformation', 'free_energy'), {}),
+    'pcamlp': ('mg_strain', ('deformation', 'free_energy', 'band_energy', 'entropy_energy', 'R'), {}),
 }
 
 
@@ -44,8 +44,9 @@ def check_hyperparameters(kind: str, dataset_kind: str, arraynames, hyperparamet
             raise ValueError(f'the dataset has no `{targets[target]}` array for target `{target}`.')
 
 
-def train_radnet(arrays: dict, attributes: dict, hyperparameters: dict, log):
-    """Fit a radnet committee on a response dataset (positions and cells in Å, P in e/Bohr²)."""
+def train_radnet(arrays: dict, attributes: dict, hyperparameters: dict, log, model_path):
+    """Fit a radnet committee on a response dataset (positions and cells in Å, P in e/Bohr²); write it."""
+    from aiida_mlresponse.ml import checkpoint
     from aiida_mlresponse.ml.committee import fit_committee
     from aiida_mlresponse.ml.datasets import tensor_to_voigt
 
@@ -68,10 +69,19 @@ def train_radnet(arrays: dict, attributes: dict, hyperparameters: dict, log):
         'cell_bohr': cell.tolist(), 'atomic_numbers': numbers.tolist(), 'n_train': int(len(positions)),
     }
     curves = {f'member_{k}': result.curve_arrays() for k, result in enumerate(results)}
-    return committee, metadata, curves
+    checkpoint.save(model_path, committee, metadata=metadata, curves=curves)
 
 
-TRAIN_FUNCTIONS = {'radnet': train_radnet}
+def train_pcamlp(arrays: dict, attributes: dict, hyperparameters: dict, log, model_path):
+    """Fit a PCA-MLP committee on an Mg strain dataset (deformations, energies, positions, fields); write it."""
+    from aiida_mlresponse.ml.pcamlp import MG_ARRAYS, train_and_save
+
+    named = {'D': arrays['deformation']}
+    named.update({name: arrays[key] for key, name in MG_ARRAYS.items() if key in arrays})
+    train_and_save(named, model_path, settings=hyperparameters, log=log)
+
+
+TRAIN_FUNCTIONS = {'radnet': train_radnet, 'pcamlp': train_pcamlp}
 
 
 def main(argv=None) -> int:
@@ -92,13 +102,8 @@ def main(argv=None) -> int:
 
     start = time.perf_counter()
     log(f'training a `{kind}` model on {len(next(iter(arrays.values())))} configurations')
-    model, metadata, curves = TRAIN_FUNCTIONS[kind](arrays, attributes, hyperparameters, log)
-    metadata['training_seconds'] = time.perf_counter() - start
-
-    from aiida_mlresponse.ml import checkpoint
-
-    checkpoint.save(model_path, model, metadata=metadata, curves=curves)
-    log(f'model written to {model_path} after {metadata["training_seconds"]:.1f} s')
+    TRAIN_FUNCTIONS[kind](arrays, attributes, hyperparameters, log, model_path)
+    log(f'model written to {model_path} after {time.perf_counter() - start:.1f} s')
     return 0
 
 

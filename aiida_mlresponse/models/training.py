@@ -120,8 +120,9 @@ class TrainingParser(Parser):
         for member, curve in payload.get('curves', {}).items():
             for key, values in curve.items():
                 curves.set_array(f'{member}__{key}', np.asarray(values))
-            if 'validation' in curve and len(curve['validation']):
-                validation = np.asarray(curve['validation'])
+            validation_key = next((k for k in ('validation_loss', 'val_loss') if k in curve), None)
+            if validation_key and len(curve[validation_key]):
+                validation = np.asarray(curve[validation_key])
                 summary['members'][member] = {'best_validation_loss': float(validation.min()),
                                               'best_epoch': int(validation.argmin()), 'epochs': int(len(validation))}
         summary['log_tail'] = log.strip().splitlines()[-5:]
