@@ -30,7 +30,7 @@ from aiida_mlresponse.physics import stress as st
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / 'benchmarks' / 'results'
-MG_DATA = ROOT / 'runs' / 'mg_fast' / 'mg_fast_seed2024.npz'
+MG_DATA = ROOT / 'runs' / 'mg_fast' / 'configs'  # or the stacked mg_fast_seed2024.npz
 TSMEAR = 0.01  # Ha, the smearing of the Mg protocols: -TS = tsmear * ∫s
 HA_PER_BOHR3_TO_GPA = 29421.02648438959
 SEED_PAPER = {  # seed 002, 2000 training configurations, 1000 test
@@ -213,8 +213,6 @@ def main():
         stem = 'pcamlp_accuracy_synthetic'
     else:
         data = pm.load_mg_arrays(args.data)
-        with np.load(args.data) as z:
-            data['stress'] = z['stress']
         source = f'Mg, ABINIT `fast` protocol campaign ({args.data}, {len(data["D"])} configurations)'
         stem = 'pcamlp_accuracy'
     stem += args.tag

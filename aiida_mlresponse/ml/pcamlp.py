@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+import pathlib
 import time
 from typing import Callable
 
@@ -566,11 +567,29 @@ MG_ARRAYS = {'free_energy': 'F', 'band_energy': 'U', 'entropy_energy': 'minus_TS
 
 
 def load_mg_arrays(path) -> dict:
-    """The stacked campaign file as {'D', 'F', 'U', 'minus_TS', 'R', 'rho', 'phi', 'u', 's', 'cell', 'volume'}."""
-    with np.load(path) as z:
-        out = {'D': z['deformation'], 'cell': z['cell'], 'volume': z['volume'], 'index': z['index']}
-        for key, name in MG_ARRAYS.items():
-            out[name] = z[key]
+    """Campaign data as {'D', 'F', 'U', 'minus_TS', 'R', 'rho', 'phi', 'u', 's', 'cell', 'volume', 'stress', 'index'}.
+
+    `path`: the stacked campaign file, or a folder of one-configuration files (`configs/*.npz`),
+    which holds the configurations finished since the last export too.
+    """
+    keys = ['deformation', 'cell', 'volume', 'index', 'stress', *MG_ARRAYS]
+    path = pathlib.Path(path)
+    if path.is_dir():
+        rows = []
+        for file in sorted(path.glob('*.npz')):
+            try:
+                with np.load(file) as z:
+                    rows.append({key: z[key] for key in keys})
+            except (OSError, ValueError, KeyError, EOFError):  # a file still being written
+                continue
+        raw = {key: np.stack([row[key] for row in rows]) for key in keys}
+    else:
+        with np.load(path) as z:
+            raw = {key: z[key] for key in keys}
+    out = {'D': raw['deformation'], 'cell': raw['cell'], 'volume': raw['volume'], 'index': raw['index'],
+           'stress': raw['stress']}
+    for key, name in MG_ARRAYS.items():
+        out[name] = raw[key]
     return out
 
 
