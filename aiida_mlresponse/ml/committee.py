@@ -26,6 +26,7 @@ The committee is one `torch.nn.Module` (``kind = 'radnet_committee'``) whose sta
 from __future__ import annotations
 
 import copy
+import math
 import time
 from typing import Callable
 
@@ -36,7 +37,7 @@ from torch import nn
 from .baselines import TaylorBaseline, count_terms, select_degree
 from .datasets import TARGETS, tensor_to_voigt
 from .density import AtomCubes
-from .radnet import RadNet, complete_hyperparameters, standardize
+from .radnet import CubePolynomial, RadNet, complete_hyperparameters, standardize
 from .training import TrainingConfig, train
 
 KIND = 'radnet_committee'
@@ -150,6 +151,172 @@ def fit_head(positions, targets, cell, degree: int, alpha: float, folds: int = 5
     return head, residual
 
 
+def fit_projection(cubes: torch.Tensor, components: int, n_outputs: int) -> CubePolynomial:
+    """A CubePolynomial whose projection is the leading principal directions of the given cubes (..., 1, n, n, n)."""
+    flat = cubes.flatten(-4).reshape(-1, cubes.shape[-1] ** 3).to(torch.float64).numpy()
+    mean, scale = flat.mean(axis=0), flat.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    standardized = (flat - mean) / scale
+    _, singular, directions = np.linalg.svd(standardized, full_matrices=False)
+    components = min(int(components), len(singular))
+    projection = directions[:components] / np.maximum(singular[:components] / np.sqrt(len(flat)), 1e-12)[:, None]
+    polynomial = CubePolynomial(components, cubes.shape[-1], n_outputs)
+    with torch.no_grad():
+        polynomial.input_mean.copy_(torch.as_tensor(mean))
+        polynomial.input_scale.copy_(torch.as_tensor(scale))
+        polynomial.projection.copy_(torch.as_tensor(projection))
+    return polynomial
+
+
+def _joint_ridge(taylor_features, taylor_penalty, polynomial_features, polynomial_alpha, targets):
+    """Ridge least squares over [Taylor monomials | standardized cube-polynomial features] with a free intercept.
+
+    Returns (taylor coefficients or None, polynomial coefficients (raw features) or None, intercept).
+    """
+    blocks, penalties, scales = [], [], []
+    if taylor_features is not None:
+        blocks.append(taylor_features)
+        penalties.append(taylor_penalty)
+        scales.append(np.ones(taylor_features.shape[1]))
+    if polynomial_features is not None:
+        std = polynomial_features.std(axis=0)
+        std = np.where(std > 0, std, 1.0)
+        blocks.append(polynomial_features / std)
+        penalties.append(np.full(polynomial_features.shape[1], polynomial_alpha))
+        scales.append(std)
+    features = np.concatenate(blocks, axis=1)
+    scale = np.concatenate(scales)
+    mean = features.mean(axis=0)
+    centered = features - mean
+    target_mean = targets.mean(axis=0)
+    gram = centered.T @ centered + len(features) * np.diag(np.concatenate(penalties))
+    weights = np.linalg.solve(gram, centered.T @ (targets - target_mean))
+    intercept = target_mean - mean @ weights
+    weights = weights / scale[:, None]
+    n_taylor = taylor_features.shape[1] if taylor_features is not None else 0
+    return (weights[:n_taylor] if taylor_features is not None else None,
+            weights[n_taylor:] if polynomial_features is not None else None, intercept)
+
+
+def _taylor_penalty(baseline: TaylorBaseline, n_atoms: int) -> np.ndarray:
+    """The penalty of `TaylorBaseline.fit`: alpha on the nonlinear monomials, 1e-12 on the linear ones."""
+    n_relative = 3 * (n_atoms - 1)
+    orders = np.concatenate([np.full(math.comb(n_relative + order - 1, order), order)
+                             for order in range(1, baseline.degree + 1)])
+    return np.where(orders > 1, baseline.alpha, 1e-12)
+
+
+def truncated(polynomial: CubePolynomial, components: int) -> CubePolynomial:
+    """The same projection keeping only its leading `components` directions (principal directions nest)."""
+    n_outputs = polynomial.coefficients.shape[1]
+    smaller = CubePolynomial(components, round(polynomial.input_mean.numel() ** (1 / 3)), n_outputs)
+    with torch.no_grad():
+        smaller.input_mean.copy_(polynomial.input_mean)
+        smaller.input_scale.copy_(polynomial.input_scale)
+        smaller.projection.copy_(polynomial.projection[:components])
+    return smaller
+
+
+def fit_heads(positions, cubes, targets, cell, taylor: dict | None, polynomial: dict | None, folds: int = 5,
+              seed: int = 0, projection: CubePolynomial | None = None):
+    """Fit the frozen heads jointly on all configurations: (TaylorBaseline or None, CubePolynomial or None,
+    out-of-fold residuals). taylor: {'degree', 'alpha'}; polynomial: {'components', 'alpha'}."""
+    positions = np.asarray(positions, dtype=float)
+    targets = np.asarray(targets, dtype=float)
+    if taylor is None and polynomial is None:
+        raise ValueError('fit_heads needs a Taylor or a polynomial head')
+    baseline, principal = None, projection
+    projection = None
+    taylor_features = polynomial_features = None
+    if taylor is not None:
+        baseline = TaylorBaseline(taylor['degree'], taylor.get('alpha', 1e-10)).fit(positions, targets, cell)
+        taylor_features = baseline._features(positions, np)
+        penalty = _taylor_penalty(baseline, positions.shape[1])
+    if polynomial is not None:
+        if principal is not None and principal.projection.shape[0] >= polynomial['components']:
+            projection = truncated(principal, polynomial['components'])
+        else:
+            projection = fit_projection(cubes, polynomial['components'], targets.shape[1])
+        with torch.no_grad():
+            polynomial_features = torch.cat([projection.features(chunk) for chunk in cubes.split(256)]).numpy()
+
+    def solve(rows):
+        return _joint_ridge(None if taylor_features is None else taylor_features[rows], penalty if taylor else None,
+                            None if polynomial_features is None else polynomial_features[rows],
+                            polynomial['alpha'] if polynomial else None, targets[rows])
+
+    def predict(solution, rows):
+        taylor_weights, polynomial_weights, intercept = solution
+        value = np.broadcast_to(intercept, (len(rows), targets.shape[1])).copy()
+        if taylor_weights is not None:
+            value += taylor_features[rows] @ taylor_weights
+        if polynomial_weights is not None:
+            value += polynomial_features[rows] @ polynomial_weights
+        return value
+
+    everything = np.arange(len(targets))
+    solution = solve(everything)
+    residual = targets - predict(solution, everything)
+    if folds >= 2:
+        fold_of = np.random.default_rng(seed).permutation(len(targets)) % folds
+        for fold in range(folds):
+            held, kept = np.flatnonzero(fold_of == fold), np.flatnonzero(fold_of != fold)
+            residual[held] = targets[held] - predict(solve(kept), held)
+    taylor_weights, polynomial_weights, intercept = solution
+    if baseline is not None:
+        baseline.coefficients, baseline.intercept = taylor_weights, intercept
+    if projection is not None:
+        with torch.no_grad():
+            projection.coefficients.copy_(torch.as_tensor(polynomial_weights))
+            projection.intercept.copy_(torch.as_tensor(intercept if baseline is None else np.zeros_like(intercept)))
+    return baseline, projection, residual
+
+
+def select_heads(positions, cubes, targets, cell, head: dict, seed: int = 0):
+    """(taylor, polynomial) head descriptions with the lowest MAE on a held-out part of the training data.
+
+    Candidates: the Taylor polynomial alone (degree and ridge by `baselines.select_degree`, at most
+    head['max_terms'] terms); the cube polynomial alone and jointly with the linear Taylor terms, for each
+    number of components and ridge in head['components'] and head['polynomial_alphas'].
+    """
+    positions = np.asarray(positions, dtype=float)
+    n_features = 3 * (positions.shape[1] - 1)
+    candidates = []
+    if count_terms(n_features, min(head['degrees'])) <= head['max_terms']:
+        degree, alpha = select_degree(positions, targets, cell, degrees=tuple(head['degrees']),
+                                      alphas=tuple(head['alphas']), validation_fraction=head['selection_fraction'],
+                                      seed=seed, max_terms=head['max_terms'])
+        candidates.append(({'degree': int(degree), 'alpha': float(alpha)}, None))
+    for components in head.get('components') or []:
+        for alpha in head['polynomial_alphas']:
+            polynomial = {'components': int(components), 'alpha': float(alpha)}
+            candidates.append((None, polynomial))
+            if n_features <= head['max_terms']:
+                candidates.append(({'degree': 1, 'alpha': 1e-10}, polynomial))
+    if not candidates:
+        raise ValueError('no head fits head.max_terms and no cube-polynomial components are given: raise '
+                         'head.max_terms, give head.components, or set head to None')
+    order = np.random.default_rng(seed).permutation(len(targets))
+    n_validation = max(1, int(round(head['selection_fraction'] * len(targets))))
+    validation, train = order[:n_validation], order[n_validation:]
+    components = [p['components'] for _, p in candidates if p is not None]
+    principal = fit_projection(cubes[train], max(components), targets.shape[1]) if components else None
+    best = None
+    for taylor, polynomial in candidates:
+        baseline, projection, _ = fit_heads(positions[train], cubes[train], targets[train], cell, taylor, polynomial,
+                                            folds=0, projection=principal)
+        value = np.zeros((len(validation), targets.shape[1]))
+        if baseline is not None:
+            value += baseline.predict(positions[validation])
+        if projection is not None:
+            with torch.no_grad():
+                value += projection(cubes[validation]).numpy()
+        mae = float(np.abs(value - targets[validation]).mean())
+        if best is None or mae < best[0]:
+            best = (mae, taylor, polynomial)
+    return best[1], best[2], best[0]
+
+
 def shrink_correction(model: RadNet, cubes: torch.Tensor, residual, indices) -> np.ndarray:
     """Set ``model.residual_weight`` to the least-squares weight in [0, 1] of its correction against `residual`.
 
@@ -176,7 +343,7 @@ def train_member(model: RadNet, cubes: torch.Tensor, residual: np.ndarray, train
     The model's Taylor head, if any, is set by the caller; `residual` is then what the head leaves.
     """
     residual = np.asarray(residual, dtype=float)
-    if model.taylor is not None:
+    if model.taylor is not None or model.polynomial is not None:
         model.zero_output_()
     mean, std = standardize(residual[train_indices])
     with torch.no_grad():
@@ -199,9 +366,10 @@ def train_committee(cubes: torch.Tensor, positions, targets, cell, n_members: in
                     target: str | None = None, log=print, seed: int = 0, folds: int = 5, shrink: bool = True):
     """Train a committee on all the configurations given (the caller keeps its own test set apart).
 
-    With ``member_hyperparameters['taylor'] = {'degree': d, 'n_atoms': N, 'alpha': a}`` the shared head is
-    fitted here (`fit_head`, `folds` out-of-fold residuals) and, when `shrink`, each member's correction is
-    weighted on its validation set (`shrink_correction`). Without a head the CNN learns the targets themselves
+    With ``member_hyperparameters['taylor'] = {'degree': d, 'n_atoms': N, 'alpha': a}`` and/or
+    ``['polynomial'] = {'components': k, 'alpha': a}`` each member fits these frozen heads jointly on its own
+    training part (`fit_heads`, `folds` out-of-fold residuals for its CNN) and, when `shrink`, its CNN correction
+    is weighted on its validation part (`shrink_correction`). Without heads the CNN learns the targets themselves
     and is not shrunk. Returns (committee, results): one `training.TrainingResult` per member, whose
     ``summary`` holds the member's validation MAE with and without its CNN and its weights w.
     """
@@ -209,24 +377,40 @@ def train_committee(cubes: torch.Tensor, positions, targets, cell, n_members: in
     member_hp = complete_hyperparameters(member_hyperparameters)
     density = dict(density or DEFAULT_DENSITY)
     targets = np.asarray(targets, dtype=float)
+    positions = np.asarray(positions, dtype=float)
     committee = Committee({'n_members': n_members, 'member': member_hp, 'density': density, 'target': target,
                            'resampling': resampling, 'training': config.as_dict(), 'seed': seed})
-    head, residual = None, targets
-    if member_hp['taylor']:
-        taylor = member_hp['taylor']
-        head, residual = fit_head(positions, targets, cell, taylor['degree'], taylor.get('alpha', 1e-10), folds, seed)
-        if log:
-            log(f'Taylor head degree {head.degree} alpha {head.alpha:g}: out-of-fold MAE '
-                f'{np.abs(residual).mean():.4e} ({folds} folds)')
+    with_heads = bool(member_hp['taylor'] or member_hp['polynomial'])
     results = []
     for k, member in enumerate(committee.members):
         member_seed = seed + 1000 * k
         torch.manual_seed(member_seed)
         fresh = RadNet(member_hp)  # its own initialization from the member's seed
         member.load_state_dict(fresh.state_dict())
-        if head is not None:
-            member.taylor.set_from(head)
         train_indices, validation_indices = resample(len(targets), member_seed, resampling, holdout)
+        residual = targets
+        if with_heads:
+            # The member's own heads, fitted on its training part: out-of-fold residuals there, true held-out
+            # residuals on its validation part (so members differ where the heads are uncertain).
+            head, polynomial, train_residual = fit_heads(
+                positions[train_indices], cubes[train_indices], targets[train_indices], cell, member_hp['taylor'],
+                member_hp['polynomial'], folds, member_seed)
+            if head is not None:
+                member.taylor.set_from(head)
+            if polynomial is not None:
+                member.polynomial.load_state_dict(polynomial.state_dict())
+            member.zero_output_()
+            with torch.no_grad():
+                member.output_offset.zero_()
+                validation_value = member(cubes[torch.as_tensor(validation_indices)],
+                                          torch.as_tensor(positions[validation_indices])).numpy()
+            residual = np.zeros_like(targets)
+            residual[train_indices] = train_residual
+            residual[validation_indices] = targets[validation_indices] - validation_value
+            if log:
+                log(f'[member {k + 1}/{n_members}] heads: Taylor {member_hp["taylor"]}, cube polynomial '
+                    f'{member_hp["polynomial"]}: out-of-fold MAE {np.abs(train_residual).mean():.4e} ({folds} folds), '
+                    f'validation MAE {np.abs(residual[validation_indices]).mean():.4e}')
         member_config = copy.copy(config)
         member_config.seed = member_seed
         start = time.perf_counter()
@@ -237,7 +421,7 @@ def train_committee(cubes: torch.Tensor, positions, targets, cell, n_members: in
         with torch.no_grad():
             correction = member.correction(cubes[torch.as_tensor(validation_indices)].to(member.dtype)).numpy()
         summary['validation_mae_unshrunk'] = float(np.abs(residual[validation_indices] - correction).mean())
-        if head is not None and shrink:
+        if with_heads and shrink:
             weight = shrink_correction(member, cubes, residual, validation_indices)
             summary['residual_weight'] = weight.tolist()
             summary['validation_mae'] = float(np.abs(residual[validation_indices] - weight * correction).mean())
@@ -267,12 +451,16 @@ DEFAULT_FIT_HYPERPARAMETERS = {
     # Taylor head: degree and ridge chosen among these on a held-out `selection_fraction` of the training data,
     # polynomials with more than `max_terms` terms skipped; `folds` for the out-of-fold residuals. None: no head
     # (the paper's formulation: the CNN learns the targets themselves).
+    # Cube polynomial (radnet.CubePolynomial): a quadratic in k principal components of each atom's cube, alone
+    # or jointly with the linear Taylor terms, k in `components` and ridge in `polynomial_alphas`; the candidate
+    # with the lowest held-out MAE is the head ([] for components: Taylor heads only).
     'head': {'degrees': [1, 2, 3, 4, 5, 6, 7], 'alphas': [1e-10, 1e-8, 1e-6, 1e-4, 1e-2], 'max_terms': 1200,
+             'components': [20, 40], 'polynomial_alphas': [1e-4, 1e-3, 1e-2, 1e-1, 1.0],
              'selection_fraction': 0.25, 'folds': 5},
     # Shrink each member's CNN correction toward 0 by its least-squares weight on its validation set.
     'shrink': True,
     # training.TrainingConfig fields (seed comes from the member).
-    'training': {'epochs': 50, 'batch_size': 32, 'learning_rate': 2e-3, 'weight_decay': 0.0, 'patience': 20,
+    'training': {'epochs': 20, 'batch_size': 32, 'learning_rate': 2e-3, 'weight_decay': 0.0, 'patience': 20,
                  'min_learning_rate': 1e-5, 'plateau_factor': 0.5, 'plateau_patience': 6, 'schedule': 'plateau',
                  'log_every': 10, 'progress': False},
 }
@@ -359,15 +547,14 @@ def fit_committee(positions, cell, numbers, targets, target: str, hyperparameter
 
     chosen_head = None
     if hp['head'] is not None:
-        head = hp['head']
-        if count_terms(3 * (len(numbers) - 1), min(head['degrees'])) > head['max_terms']:
-            raise ValueError(f'even a degree-{min(head["degrees"])} Taylor head of {len(numbers)} atoms has more than '
-                             f'max_terms={head["max_terms"]} terms: raise head.max_terms or set head to None')
-        degree, alpha = select_degree(positions, targets, cell, degrees=tuple(head['degrees']),
-                                      alphas=tuple(head['alphas']), validation_fraction=head['selection_fraction'],
-                                      seed=seed, max_terms=head['max_terms'])
-        chosen_head = {'degree': int(degree), 'alpha': float(alpha)}
-        member['taylor'] = {'degree': int(degree), 'n_atoms': len(numbers), 'alpha': float(alpha)}
+        taylor, polynomial, selection_mae = select_heads(positions, cubes, targets, cell, hp['head'], seed=seed)
+        chosen_head = {'taylor': taylor, 'polynomial': polynomial, 'selection_mae': selection_mae}
+        if log:
+            log(f'head chosen on {hp["head"]["selection_fraction"]:.0%} held out: Taylor {taylor}, cube polynomial '
+                f'{polynomial}, MAE {selection_mae:.4e}')
+        if taylor is not None:
+            member['taylor'] = dict(taylor, n_atoms=len(numbers))
+        member['polynomial'] = polynomial
     config = TrainingConfig(**hp['training'], seed=seed)
     committee, results = train_committee(
         cubes, positions, targets, cell, n_members=n_members, member_hyperparameters=member, density=density,

@@ -1,6 +1,6 @@
 """radnet: an atom-decomposed 3-D CNN on density cubes (seed 000, METHODS.md part A).
 
-X = w ⊙ (offset + scale · Σ_I f(cube_I))  [+ T(R), an optional Taylor head]
+X = w ⊙ (offset + scale · Σ_I f(cube_I))  [+ P(cubes), an optional cube-polynomial head]  [+ T(R), a Taylor head]
 
 - f: a stack of 3x3x3 convolutions with ELU (padding 1; stride 1 or 2), flatten, one dense ELU layer, and
   a linear output layer; optionally plus a *linear* functional of the cube (``linear_head``), which
@@ -11,6 +11,8 @@ X = w ⊙ (offset + scale · Σ_I f(cube_I))  [+ T(R), an optional Taylor head]
   makes those changes O(1) for the network (the paper used one global mean and scale).
 - w: the per-component weight of the CNN's correction (``residual_weight``, 1 unless a committee fit shrinks
   it toward 0 because the CNN did not beat the Taylor head on its validation configurations).
+- P: an optional ``CubePolynomial``: Σ_I of a quadratic in the leading principal components of cube_I, fitted in
+  closed form (ridge); on the BN data it alone beats the paper's CNN (benchmarks/radnet_accuracy.py).
 - T: an optional ``TaylorHead`` (the ridge polynomial of `baselines.py`, frozen): the CNN then learns the
   residual of the baseline. T depends on the positions only through differentiable torch operations, so
   Z* and Raman tensors still come by autograd, but it only applies to the cell it was fitted on.
@@ -51,6 +53,7 @@ DEFAULT_HYPERPARAMETERS = {
     'dense': None,
     'linear_head': True,
     'taylor': None,  # {'degree': d, 'n_atoms': N} for a Taylor head
+    'polynomial': None,  # {'components': k} for a cube-polynomial head
     'dtype': 'float32',
 }
 
@@ -152,6 +155,43 @@ class TaylorHead(nn.Module):
         return self.baseline().torch_predict(positions.to(torch.float64))
 
 
+def polynomial_feature_count(components: int) -> int:
+    return components + components * (components + 1) // 2
+
+
+class CubePolynomial(nn.Module):
+    """P(cubes) = c + Σ_I q(z_I): a quadratic q of k linear projections z_I of each atom's standardized cube.
+
+    z_I = projection · (cube_I - input_mean) / input_scale (the leading principal directions of the training
+    cubes, scaled to unit variance); features Σ_I [z_I, z_I,a z_I,b (a <= b)]; coefficients fitted by ridge
+    least squares (`committee.fit_heads`). Like the CNN it is a sum of identical per-atom functions of the
+    cubes, so it applies to any cell and is differentiable with respect to positions through the cubes; unlike
+    it, it is fitted in closed form in seconds. float64 throughout.
+    """
+
+    def __init__(self, components: int, cube_size: int, n_outputs: int):
+        super().__init__()
+        n, k = cube_size, int(components)
+        self.register_buffer('input_mean', torch.zeros(n**3, dtype=torch.float64))
+        self.register_buffer('input_scale', torch.ones(n**3, dtype=torch.float64))
+        self.register_buffer('projection', torch.zeros(k, n**3, dtype=torch.float64))
+        self.register_buffer('coefficients', torch.zeros(polynomial_feature_count(k), n_outputs, dtype=torch.float64))
+        self.register_buffer('intercept', torch.zeros(n_outputs, dtype=torch.float64))
+        rows, columns = torch.triu_indices(k, k)
+        self.register_buffer('pair_rows', rows, persistent=False)
+        self.register_buffer('pair_columns', columns, persistent=False)
+
+    def features(self, cubes: torch.Tensor) -> torch.Tensor:
+        """cubes (..., N, 1, n, n, n) -> summed features (..., F) float64."""
+        flat = cubes.flatten(-4).to(torch.float64)
+        z = ((flat - self.input_mean) / self.input_scale) @ self.projection.T  # (..., N, k)
+        quadratic = z[..., self.pair_rows] * z[..., self.pair_columns]
+        return torch.cat([z, quadratic], dim=-1).sum(dim=-2)
+
+    def forward(self, cubes: torch.Tensor) -> torch.Tensor:
+        return self.features(cubes) @ self.coefficients + self.intercept
+
+
 class RadNet(nn.Module):
     """X = offset + scale · Σ_I f(cube_I / input_scale) [+ T(positions)]; see the module docstring."""
 
@@ -173,6 +213,8 @@ class RadNet(nn.Module):
         self._register_load_state_dict_pre_hook(_default_residual_weight)
         taylor = hp['taylor']
         self.taylor = TaylorHead(taylor['degree'], taylor['n_atoms'], hp['n_outputs']) if taylor else None
+        polynomial = hp['polynomial']
+        self.polynomial = (CubePolynomial(polynomial['components'], n, hp['n_outputs']) if polynomial else None)
 
     @property
     def n_outputs(self) -> int:
@@ -204,6 +246,8 @@ class RadNet(nn.Module):
     def forward(self, cubes: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         """Physical prediction (B, n_outputs) in float64; positions (B, N, 3) Bohr needed with a Taylor head."""
         value = self.residual_weight * self.correction(cubes)
+        if self.polynomial is not None:
+            value = value + self.polynomial(cubes)
         if self.taylor is not None:
             if positions is None:
                 raise ValueError('this model has a Taylor head: pass the positions too')
@@ -220,7 +264,7 @@ class RadNet(nn.Module):
         return self
 
     def per_atom_scale_offset(self):
-        """(scale, offset) for `derivatives.AtomSumModel` (valid without a Taylor head)."""
+        """(scale, offset) for `derivatives.AtomSumModel` (valid without Taylor and polynomial heads)."""
         return self.residual_weight * self.output_scale, self.residual_weight * self.output_offset
 
 

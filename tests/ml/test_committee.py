@@ -1,5 +1,7 @@
 """Committee: mean and spread of the members, bootstrap resampling, members differ."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -70,3 +72,184 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def test_fit_hyperparameters_are_completed_and_checked():
+    from aiida_mlresponse.ml.committee import DEFAULT_FIT_HYPERPARAMETERS, complete_fit_hyperparameters
+
+    hp = complete_fit_hyperparameters({'n_members': 2, 'training': {'epochs': 7}, 'member': {'preset': 'light'}})
+    assert hp['n_members'] == 2 and hp['training']['epochs'] == 7 and hp['member']['preset'] == 'light'
+    # Nested dicts are merged key by key: the other defaults stay.
+    assert hp['training']['batch_size'] == DEFAULT_FIT_HYPERPARAMETERS['training']['batch_size']
+    assert hp['member']['cube_size'] == DEFAULT_FIT_HYPERPARAMETERS['member']['cube_size']
+    assert complete_fit_hyperparameters({'head': None})['head'] is None
+    json.dumps(hp)  # stored in checkpoints
+    for bad, message in (({'members': 3}, 'unknown committee hyperparameter'),
+                         ({'training': {'epoch': 3}}, 'unknown training'),
+                         ({'member': {'preset': 'huge'}}, 'unknown preset'),
+                         ({'head': {'degree': 2}}, 'unknown head')):
+        with pytest.raises(ValueError, match=message):
+            complete_fit_hyperparameters(bad)
+
+
+def test_dielectric_targets_use_the_voigt_order_of_the_datasets():
+    from aiida_mlresponse.ml.committee import dielectric_targets
+
+    tensors = np.array([[[1.0, 6.0, 5.0], [6.0, 2.0, 4.0], [5.0, 4.0, 3.0]]])
+    np.testing.assert_array_equal(dielectric_targets(tensors), [[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]])  # xx yy zz yz xz xy
+    with pytest.raises(ValueError, match=r'\(n, 3, 3\)'):
+        dielectric_targets(np.zeros((2, 6)))
+
+
+def test_shrink_weight_is_the_clipped_least_squares_weight():
+    """w = clip(<r, c> / <c, c>, 0, 1) per component over the given configurations."""
+    from aiida_mlresponse.ml.committee import shrink_correction
+    from aiida_mlresponse.ml.radnet import RadNet
+
+    torch.manual_seed(0)
+    model = RadNet(preset='tiny', n_outputs=3, dtype='float64')
+    cubes = torch.rand(12, 2, 1, 9, 9, 9, dtype=torch.float64)
+    with torch.no_grad():
+        correction = model.correction(cubes).numpy()
+    residual = np.c_[correction[:, 0], -correction[:, 1], 0.5 * correction[:, 2]]
+    weight = shrink_correction(model, cubes, residual, np.arange(12))
+    np.testing.assert_allclose(weight, [1.0, 0.0, 0.5], atol=1e-12)
+    np.testing.assert_allclose(model.residual_weight.numpy(), weight)
+    with torch.no_grad():
+        np.testing.assert_allclose(model(cubes).numpy(), correction * weight, atol=1e-15)
+    # A larger correction than the residual is scaled down, never up past 1.
+    assert shrink_correction(model, cubes, 0.25 * correction, np.arange(12)) == pytest.approx([0.25] * 3)
+    assert (shrink_correction(model, cubes, 3.0 * correction, np.arange(12)) == 1.0).all()
+
+
+def test_fit_head_residuals_are_out_of_fold():
+    """A polynomial with as many terms as configurations interpolates them; its out-of-fold residuals do not vanish."""
+    from aiida_mlresponse.ml.committee import fit_heads
+
+    rng = np.random.default_rng(0)
+    # 20 configurations, 19 cubic terms + the intercept: the full fit interpolates.
+    positions = np.array([[0.0, 0.0, 0.0], [2.0, 2.0, 2.0]]) + 0.05 * rng.standard_normal((20, 2, 3))
+    targets = rng.standard_normal((20, 2))  # no structure to learn
+    cubes = torch.zeros(20, 2, 1, 3, 3, 3)
+    head, _, residual = fit_heads(positions, cubes, targets, 8.0 * np.eye(3), {'degree': 3, 'alpha': 1e-12}, None,
+                                  folds=5)
+    in_sample = targets - head.predict(positions)
+    assert np.abs(in_sample).mean() < 1e-3 < 0.5 < np.abs(residual).mean()
+    _, _, same = fit_heads(positions, cubes, targets, 8.0 * np.eye(3), {'degree': 3, 'alpha': 1e-12}, None, folds=0)
+    np.testing.assert_allclose(same, in_sample, atol=1e-3)  # both interpolate (a nearly singular system)
+
+
+@pytest.mark.slow
+def test_fit_committee_on_real_configurations(tmp_path):
+    """fit_committee on 48 GaAs configurations: the recipe is recorded, the checkpoint reloads, targets are checked."""
+    from aiida_mlresponse.ml import checkpoint
+    from aiida_mlresponse.ml.baselines import TaylorBaseline
+    from aiida_mlresponse.ml.committee import fit_committee
+    from aiida_mlresponse.ml.datasets import load_radnet_h5
+
+    from ..conftest import RADNET_DATA
+
+    data = load_radnet_h5(RADNET_DATA / 'GaAs.h5').subset(np.arange(60))
+    train, test = np.arange(48), np.arange(48, 60)
+    targets = data.targets('polarization')
+    lines = []
+    committee, results = fit_committee(
+        data.positions[train], data.cell, data.numbers, targets[train], 'polarization',
+        hyperparameters={'n_members': 2, 'head': {'degrees': [1, 2, 3], 'folds': 4, 'components': []},
+                         'training': {'epochs': 4, 'batch_size': 16, 'log_every': 1}},
+        log=lines.append, seed=3)
+    fit = committee.hyperparameters['fit']
+    assert fit['n_members'] == 2 and fit['training']['epochs'] == 4 and fit['head']['folds'] == 4
+    assert fit['chosen_head']['taylor']['degree'] in (1, 2, 3) and committee.hyperparameters['target'] == 'polarization'
+    assert len(results) == 2 and all(len(r.curve) <= 5 for r in results)
+    for result in results:
+        summary = result.summary
+        assert len(summary['residual_weight']) == 3 and all(0 <= w <= 1 for w in summary['residual_weight'])
+        assert summary['validation_mae'] <= summary['validation_mae_head'] * 1.5
+    assert any(line.startswith('head chosen') for line in lines)
+    assert any('[member 2/2] epoch 4' in line for line in lines)
+
+    # Each member carries the chosen head, fitted on its own training part: close to the baseline fitted on all
+    # the training data, but not identical, so the committee has a spread.
+    chosen = fit['chosen_head']['taylor']
+    baseline = TaylorBaseline(chosen['degree'], chosen['alpha']).fit(data.positions[train], targets[train], data.cell)
+    heads = np.stack([member.taylor.baseline().predict(data.positions[test]) for member in committee.members])
+    truth_scale = np.abs(targets[test] - targets[test].mean(0)).mean()
+    assert np.abs(heads - baseline.predict(data.positions[test])).max() < 0.05 * truth_scale
+    assert np.abs(heads[0] - heads[1]).max() > 0
+    mean, spread = committee.predict_positions(data.positions[test], data.cell, data.numbers)
+    baseline_mae = np.abs(baseline.predict(data.positions[test]) - targets[test]).mean()
+    assert np.abs(mean - targets[test]).mean() < 2.0 * baseline_mae and spread.shape == (12, 3) and (spread > 0).all()
+
+    path = checkpoint.save(tmp_path / 'model.pt', committee, metadata={'target': 'polarization'},
+                           curves={f'member_{k}': r.curve_arrays() for k, r in enumerate(results)})
+    again, payload = checkpoint.load(path)
+    assert payload['hyperparameters']['fit']['chosen_head']['taylor'] == chosen
+    assert set(payload['curves']['member_0']) == {'epoch', 'train_loss', 'validation_loss', 'learning_rate', 'seconds'}
+    np.testing.assert_allclose(again.predict_positions(data.positions[test], data.cell, data.numbers)[0], mean,
+                               rtol=0, atol=1e-15)
+
+    with pytest.raises(ValueError, match=r'dielectric targets must be \(48, 6\)'):
+        fit_committee(data.positions[train], data.cell, data.numbers, data.dielectric[train], 'dielectric', log=None)
+    with pytest.raises(ValueError, match='unknown target'):
+        fit_committee(data.positions[train], data.cell, data.numbers, targets[train], 'raman', log=None)
+
+
+@pytest.mark.slow
+def test_committee_falls_back_to_its_head_where_the_cnn_cannot_help():
+    """Labels = a linear function of the displacements + noise: the out-of-fold residual is pure noise, the CNNs
+    fit the noise of their training split, and the validation weights take them (mostly) out again."""
+    from aiida_mlresponse.ml.committee import fit_committee
+    from aiida_mlresponse.ml.datasets import load_radnet_h5
+
+    from ..conftest import RADNET_DATA
+
+    data = load_radnet_h5(RADNET_DATA / 'GaAs.h5').subset(np.arange(100))
+    rng = np.random.default_rng(0)
+    relative = (data.positions[:, 1] - data.positions[:, 0]).reshape(len(data), 3)
+    targets = relative @ rng.standard_normal((3, 3)) + 1e-3 * rng.standard_normal((len(data), 3))
+    train, test = np.arange(80), np.arange(80, 100)
+    committee, results = fit_committee(
+        data.positions[train], data.cell, data.numbers, targets[train], 'polarization',
+        hyperparameters={'n_members': 2, 'head': {'degrees': [1], 'components': []}, 'member': {'linear_head': False},
+                         'training': {'epochs': 15, 'batch_size': 8, 'learning_rate': 3e-3, 'patience': 100,
+                                      'log_every': 0}}, log=None)
+    for result in results:
+        # Early stopping (epoch 0 = zero CNN output) and the validation weights keep the member at its head.
+        summary = result.summary
+        assert all(0.0 <= w <= 1.0 for w in summary['residual_weight'])
+        assert summary['validation_mae'] <= 1.02 * summary['validation_mae_head']
+    head = committee.members[0].taylor.baseline().predict(data.positions[test])
+    mean, _ = committee.predict_positions(data.positions[test], data.cell, data.numbers)
+    head_mae = np.abs(head - targets[test]).mean()
+    assert np.abs(mean - targets[test]).mean() < 1.05 * head_mae
+
+
+@pytest.mark.slow
+def test_cube_polynomial_head_beats_the_taylor_polynomials_on_bn_dielectric():
+    """200 BN configurations: the held-out selection picks a cube-polynomial head for ε∞, and on 40 unseen
+    configurations it beats the linear and the quadratic Taylor polynomials fitted on the same 160."""
+    from aiida_mlresponse.ml.baselines import TaylorBaseline
+    from aiida_mlresponse.ml.committee import DEFAULT_FIT_HYPERPARAMETERS, atom_cubes_from, fit_heads, select_heads
+    from aiida_mlresponse.ml.datasets import load_radnet_h5
+
+    from ..conftest import RADNET_DATA
+
+    data = load_radnet_h5(RADNET_DATA / 'BN_cubic.h5').subset(np.arange(200))
+    cubes = atom_cubes_from(dict(DEFAULT_FIT_HYPERPARAMETERS['density'], n=9)).batch(data.positions, data.cell,
+                                                                                        data.numbers)
+    targets = data.targets('dielectric')
+    train, test = np.arange(160), np.arange(160, 200)
+    head = dict(DEFAULT_FIT_HYPERPARAMETERS['head'], components=[20], degrees=[1, 2])
+    taylor, polynomial, _ = select_heads(data.positions[train], cubes[train], targets[train], data.cell, head)
+    assert polynomial is not None and polynomial['components'] == 20
+    baseline, projection, _ = fit_heads(data.positions[train], cubes[train], targets[train], data.cell, taylor,
+                                        polynomial, folds=0)
+    with torch.no_grad():
+        predicted = projection(cubes[test]).numpy()
+    if baseline is not None:
+        predicted += baseline.predict(data.positions[test])
+    mae = np.abs(predicted - targets[test]).mean()
+    for degree, alpha in ((1, 1e-10), (2, 1e-6)):
+        other = TaylorBaseline(degree, alpha).fit(data.positions[train], targets[train], data.cell)
+        assert mae < 0.7 * np.abs(other.predict(data.positions[test]) - targets[test]).mean()
