@@ -8,7 +8,7 @@ from aiida.engine import run, run_get_node
 
 from aiida_mlresponse.abinit.calculations import FCC_SHIFTS, AbinitResponseCalculation
 from aiida_mlresponse.abinit.inputs import AbinitInputError
-from aiida_mlresponse.abinit.protocols import ProtocolError
+from aiida_mlresponse.abinit.protocols import RESPONSE_PROTOCOLS, ProtocolError, get_protocol_inputs
 from aiida_mlresponse.abinit.pseudos import PseudoSetupError
 from aiida_mlresponse.data import structure_from_arrays, structure_to_arrays
 from aiida_mlresponse.physics.units import ANGSTROM_TO_BOHR
@@ -150,7 +150,8 @@ def test_dry_run_writes_structure_exactly_and_datasets(abinit_code, gaas_structu
     assert variables['chkprim'] == '0' and variables['acell'] == '1.0 1.0 1.0'
     assert variables['pseudos'] == '"Ga.psp8, As.psp8"' and variables['pp_dirpath'] == '"pseudo"'
     assert sorted(p.name for p in (folder / 'pseudo').iterdir()) == ['As.psp8', 'Ga.psp8']
-    assert variables['ngkpt'] == '6 6 6' and variables['nshiftk'] == '4'
+    fast_gaas = get_protocol_inputs(RESPONSE_PROTOCOLS, 'fast', None, ['As', 'Ga'])
+    assert variables['ngkpt'] == ' '.join(map(str, fast_gaas['kpoints']['mesh'])) and variables['nshiftk'] == '4'
     np.testing.assert_allclose(np.array(variables['shiftk'].split(), dtype=float).reshape(4, 3), FCC_SHIFTS)
     # Large-core Ga (3 e) + As (5 e): 4 occupied bands; the ground state has 2 more for the gap.
     assert variables['nband'] == '4' and variables['nband1'] == '6'
@@ -173,9 +174,10 @@ def test_builder_from_protocol_and_overrides(abinit_code, bn_structure, gaas_str
     assert builder.max_iterations.value == 2
     np.testing.assert_allclose(builder.abinit.reference_polarization.get_array('polarization'), [0, 0, 0.01])
     assert builder.abinit.pseudos['B'].element == 'B'
-    # GaAs picks its own family per protocol.
+    # GaAs takes the pseudo family its system entry names, in every protocol.
+    for protocol in ('fast', 'precise'):
+        gaas = Work.get_builder_from_protocol(abinit_code, gaas_structure, protocol=protocol)
+        family = orm.load_group(get_protocol_inputs(RESPONSE_PROTOCOLS, protocol, None, ['As', 'Ga'])['pseudo_family'])
+        assert gaas.abinit.pseudos['Ga'].md5 == family.get_pseudo('Ga').md5
     fast = Work.get_builder_from_protocol(abinit_code, gaas_structure, protocol='fast')
-    precise = Work.get_builder_from_protocol(abinit_code, gaas_structure, protocol='precise')
-    assert fast.abinit.pseudos['Ga'].filename != precise.abinit.pseudos['Ga'].filename or \
-        fast.abinit.pseudos['Ga'].md5 != precise.abinit.pseudos['Ga'].md5
     assert fast.abinit.settings['kpoint_shifts'] == FCC_SHIFTS
