@@ -78,9 +78,9 @@ def train_models(epochs: int, directory: pathlib.Path) -> dict:
 def one_prediction(paths: dict, positions, masses_amu) -> dict:
     """Everything per structure, from the model files: P, ε∞ (with spread), Z*, Raman tensors."""
     from aiida_mlresponse.ml import checkpoint
-    from aiida_mlresponse.ml.derivatives import chi_directional_derivatives
+    from aiida_mlresponse.ml.derivatives import chi_derivatives
     from aiida_mlresponse.ml.predict import predict_response
-    from aiida_mlresponse.physics.raman import mode_displacements
+    from aiida_mlresponse.physics.raman import raman_tensors
 
     p_model, p_payload = checkpoint.load(paths['polarization'])
     e_model, e_payload = checkpoint.load(paths['dielectric'])
@@ -93,10 +93,11 @@ def one_prediction(paths: dict, positions, masses_amu) -> dict:
     eigenvectors = np.zeros((6, 3))
     for direction in range(3):
         eigenvectors[direction::3, direction] = weights
-    directions = mode_displacements(eigenvectors, masses_amu)
     volume = abs(np.linalg.det(cell))
-    function = e_model.position_function(cell, numbers, positions)
-    out['raman_tensors'] = np.sqrt(volume) * chi_directional_derivatives(function, positions, directions)
+    # Reverse mode (6 VJPs) rather than one JVP per mode: for 2 atoms both are cheap, and the members'
+    # Taylor head is not forward-mode differentiable.
+    dchi = chi_derivatives(e_model.position_function(cell, numbers, positions), positions)
+    out['raman_tensors'] = raman_tensors(dchi, eigenvectors, masses_amu, volume)
     return out
 
 
