@@ -5,19 +5,20 @@ positions, cell, numbers and targets in, a trained `Committee` and one `training
 out; every choice is in its JSON-able ``hyperparameters`` (``DEFAULT_FIT_HYPERPARAMETERS``, documented there),
 stored in ``committee.hyperparameters['fit']`` so the checkpoint records them.
 
-How a committee is fitted (with the default Taylor head):
-1. Head: the ridge Taylor polynomial of `baselines.py` (degree and ridge chosen on a held-out part of the
-   training data, ridge on the nonlinear terms only), fitted on all the training configurations and shared by
-   every member, frozen. With no CNN correction the committee *is* that baseline.
-2. Residuals: out-of-fold residuals of the head (K-fold: each configuration's residual comes from a head fitted
-   without it). A high-degree head nearly interpolates its own training data, so in-sample residuals would
-   teach the CNN nothing; out-of-fold residuals are the errors the head makes on unseen configurations.
-3. Members: member k draws its own split (``resampling='split'``: a random (1 - holdout) part to train on, the
-   rest to early-stop on; or ``'bootstrap'`` with out-of-bag validation) and its own initialization, and trains
-   a CNN on the residuals, starting from a zero output (epoch 0 = the head alone).
-4. Shrinkage: the member's CNN correction c is weighted per component by w in [0, 1], the least-squares weight
-   of c against the residual on the member's validation configurations: a CNN that does not help on
-   configurations it never trained on gets w ≈ 0 and the member falls back to the head.
+How a committee is fitted (default hyperparameters):
+1. Head choice (`select_heads`, on a held-out quarter of the training data): the ridge Taylor polynomial of
+   `baselines.py` (ridge on its nonlinear terms only), or the cube polynomial (`radnet.CubePolynomial`: a sum
+   over atoms of a quadratic in the leading principal components of each atom's cube) alone or jointly with the
+   linear Taylor terms; the lowest held-out MAE wins. With no CNN correction a member *is* that head.
+2. Members: member k draws its own split (``resampling='split'``: a random (1 - holdout) part to train on, the
+   rest to validate on; or ``'bootstrap'`` with out-of-bag validation) and fits the chosen heads on its training
+   part, frozen (`fit_heads`, closed form).
+3. Its CNN learns the out-of-fold residuals of the heads on its training part (K-fold: a high-degree head nearly
+   interpolates its own training data, so in-sample residuals would teach the CNN nothing), starting from a
+   zero output, with early stopping on the true residuals of its validation part.
+4. Shrinkage: the CNN correction c is weighted per component by w in [0, 1], the least-squares weight of c
+   against the residual on the member's validation part: a CNN that does not help on configurations it never
+   trained on gets w ≈ 0 and the member falls back to its heads.
 
 The committee is one `torch.nn.Module` (``kind = 'radnet_committee'``) whose state is tensors and whose
 ``hyperparameters`` are JSON-able, saved with `checkpoint.save`.
