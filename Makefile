@@ -10,10 +10,12 @@ system:  ## ABINIT 9.6 and its pseudopotentials from Debian
 	@command -v abinit >/dev/null && [ -d /usr/share/abinit/psp/Pseudodojo_nc_sr_04_pw_standard_psp8 ] || \
 	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq abinit abinit-data )
 
+# torch is pinned to the 2.13.0 CPU wheel: an unpinned torch would pull a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
+	@python3 -c 'import ensurepip, venv' 2>/dev/null || \
+	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv )
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# The CPU wheel; an unpinned torch would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[tests]"
 	touch $@
