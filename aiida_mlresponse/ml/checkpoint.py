@@ -31,6 +31,7 @@ VERSION = 1
 MODEL_BUILDERS: dict[str, str | Callable] = {
     'radnet': 'aiida_mlresponse.ml.radnet:build',
     'radnet_committee': 'aiida_mlresponse.ml.committee:build',
+    'pcamlp': 'aiida_mlresponse.ml.pcamlp:build',
 }
 
 
