@@ -249,10 +249,6 @@ def build(hyperparameters: dict) -> PCAMLPCommittee:
     return PCAMLPCommittee(hyperparameters)
 
 
-# so that `checkpoint.load` knows the kind once this module is imported
-checkpoint.register_kind(KIND, f'{__name__}:build')
-
-
 def save(path, model: PCAMLPCommittee, metadata: dict | None = None, history: dict | None = None):
     """Write the committee in the package's model-file format (`ml.checkpoint`), with its training curves."""
     curves = {}
