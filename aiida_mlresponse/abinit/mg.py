@@ -8,11 +8,10 @@ WFK.nc without the TIMn prefix a relaxation gives its files. Every configuration
 
 from __future__ import annotations
 
-import copy
+import os
 import pathlib
 
 import numpy as np
-import yaml
 from aiida import orm
 from aiida.common import datastructures
 from aiida.engine import CalcJob
@@ -53,7 +52,10 @@ FILES = {
 PROTOCOL_FILE = pathlib.Path(__file__).parent / 'protocols' / 'mg.yaml'
 
 # The authors' pseudopotential (pspcod 5, not psp8) as an aiida-pseudo family of the generic type.
-SEED_MG_PSEUDO = pathlib.Path('/work/shared/data/ml_mg/Mg.pseu')
+# The seed's pseudopotential is read where the project keeps it (../shared beside the checkout), never
+# copied into the repository; MLRESPONSE_SEED_MG_PSEUDO points elsewhere.
+SEED_MG_PSEUDO = pathlib.Path(os.environ.get(
+    'MLRESPONSE_SEED_MG_PSEUDO', pathlib.Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'ml_mg' / 'Mg.pseu'))
 SEED_FAMILY_LABEL = 'mlresponse/seed002/LDA/Mg.pseu'
 
 # Variables this CalcJob writes itself (dataset layout, relaxation mode, outputs, smearing kind).
@@ -447,23 +449,15 @@ def install_seed_family(path: pathlib.Path = SEED_MG_PSEUDO):
     return family, True
 
 
-def _deep_merge(base: dict, update: dict) -> dict:
-    result = copy.deepcopy(base)
-    for key, value in (update or {}).items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = _deep_merge(result[key], value)
-        else:
-            result[key] = copy.deepcopy(value)
-    return result
-
-
 def load_protocol(protocol: str | None = None, overrides: dict | None = None) -> dict:
     """One resolved entry of protocols/mg.yaml, with `overrides` deep-merged on top."""
-    data = yaml.safe_load(PROTOCOL_FILE.read_text())
+    from aiida_mlresponse.abinit.protocols import load_protocols, recursive_merge
+
+    data = load_protocols(PROTOCOL_FILE)
     name = protocol or data['default_protocol']
     if name not in data['protocols']:
         raise ValueError(f'unknown Mg protocol `{name}`; choose one of {sorted(data["protocols"])}.')
-    return _deep_merge(data['protocols'][name], overrides or {})
+    return recursive_merge(data['protocols'][name], overrides or {})
 
 
 def calculation_inputs_from_protocol(code, structure=None, deformation=None, protocol=None, overrides=None) -> dict:

@@ -143,4 +143,13 @@ def run_setup(echo=click.echo) -> dict:
     for label, created in install_families():
         echo(f'pseudos   {label:50s} {"created" if created else "exists"}')
         changes[label] = created
+    # The Mg seed's own pseudopotential (pspcod 5) for the `precise` Mg protocol, where its file is.
+    from aiida_mlresponse.abinit.mg import SEED_FAMILY_LABEL, SEED_MG_PSEUDO, install_seed_family
+
+    if SEED_MG_PSEUDO.is_file():
+        _, created = install_seed_family()
+        echo(f'pseudos   {SEED_FAMILY_LABEL:50s} {"created" if created else "exists"}')
+        changes[SEED_FAMILY_LABEL] = created
+    else:
+        echo(f'pseudos   {SEED_FAMILY_LABEL:50s} skipped: {SEED_MG_PSEUDO} not found (only the precise Mg protocol needs it)')
     return changes
