@@ -25,13 +25,14 @@ prescription for DFT charges and a no-op here beyond rounding.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
 
 from ..physics.born import impose_acoustic_sum_rule
 from .datasets import VOIGT_PAIRS
+from .datasets import voigt_to_tensor as symmetric_tensor  # (..., 6) Voigt -> (..., 3, 3)
 from .density import AtomCubes, NeighbourList
 
 __all__ = [
@@ -163,33 +164,21 @@ def born_charges(polarization, positions, volume: float | None = None, acoustic_
     return impose_acoustic_sum_rule(charges) if acoustic_sum_rule else charges
 
 
-def symmetric_tensor(values, components: Sequence[tuple[int, int]] = VOIGT):
-    """(..., 6) component values -> (..., 3, 3) symmetric tensors (numpy)."""
-    values = np.asarray(values)
-    tensor = np.zeros(values.shape[:-1] + (3, 3), dtype=values.dtype)
-    for k, (a, b) in enumerate(components):
-        tensor[..., a, b] = values[..., k]
-        tensor[..., b, a] = values[..., k]
-    return tensor
-
-
-def chi_derivatives(dielectric, positions, components: Sequence[tuple[int, int]] = VOIGT,
-                    acoustic_sum_rule: bool = True, batched: bool = False) -> np.ndarray:
+def chi_derivatives(dielectric, positions, acoustic_sum_rule: bool = True, batched: bool = False) -> np.ndarray:
     """∂χ_αβ/∂τ_κγ as (N, 3, 3, 3) [κ, γ, α, β] in Bohr⁻¹, with χ = (ε∞ - 1)/4π.
 
-    dielectric: AtomSumModel (or callable) giving the ε∞ components listed in ``components`` (default VOIGT
+    dielectric: AtomSumModel (or callable) giving the six ε∞ components (VOIGT
     order xx, yy, zz, yz, xz, xy) from positions (N, 3) in Bohr.
     """
     de = jacobian(dielectric, positions, batched=batched).cpu().double().numpy()  # (K, N, 3)
-    dchi = symmetric_tensor(np.moveaxis(de, 0, -1), components) / (4.0 * math.pi)
+    dchi = symmetric_tensor(np.moveaxis(de, 0, -1)) / (4.0 * math.pi)
     return impose_acoustic_sum_rule(dchi)  # same rule per atom if acoustic_sum_rule else dchi
 
 
-def chi_directional_derivatives(dielectric, positions, directions,
-                                components: Sequence[tuple[int, int]] = VOIGT) -> np.ndarray:
+def chi_directional_derivatives(dielectric, positions, directions) -> np.ndarray:
     """Σ_κγ ∂χ_αβ/∂τ_κγ u^m_κγ as (M, 3, 3) for displacement patterns u (M, N, 3) in Bohr (forward mode).
 
     With u^m_κγ = e^m_κγ / √M_κ this is the Raman tensor of mode m divided by √Ω (physics.raman).
     """
     de = directional_derivatives(dielectric, positions, directions).cpu().double().numpy()  # (M, K)
-    return symmetric_tensor(de, components) / (4.0 * math.pi)
+    return symmetric_tensor(de) / (4.0 * math.pi)
