@@ -59,16 +59,16 @@ def kpoints_from_protocol(structure, spec: Mapping):
     return kpoints, settings
 
 
-class AbinitResponseBaseWorkChain(BaseRestartWorkChain):
-    """Restart wrapper of AbinitResponseCalculation (unconverged SCF/response, walltime)."""
-
-    _process_class = AbinitResponseCalculation
+class AbinitRestartWorkChain(BaseRestartWorkChain):
+    """What the package's ABINIT restart WorkChains share: the calculation's inputs under `abinit`,
+    its outputs exposed, the restart loop, and parameter updates between runs. Subclasses set
+    `_process_class` and add the handlers for their calculation's exit codes."""
 
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        spec.expose_inputs(AbinitResponseCalculation, namespace='abinit')
-        spec.expose_outputs(AbinitResponseCalculation)
+        spec.expose_inputs(cls._process_class, namespace='abinit')
+        spec.expose_outputs(cls._process_class)
         spec.outline(
             cls.setup,
             while_(cls.should_run_process)(cls.run_process, cls.inspect_process),
@@ -79,12 +79,18 @@ class AbinitResponseBaseWorkChain(BaseRestartWorkChain):
 
     def setup(self):
         super().setup()
-        self.ctx.inputs = AttributeDict(self.exposed_inputs(AbinitResponseCalculation, 'abinit'))
+        self.ctx.inputs = AttributeDict(self.exposed_inputs(self._process_class, 'abinit'))
 
     def _update_parameters(self, **changes):
         parameters = self.ctx.inputs.parameters.get_dict()
         parameters.update(changes)
         self.ctx.inputs.parameters = orm.Dict(parameters)
+
+
+class AbinitResponseBaseWorkChain(AbinitRestartWorkChain):
+    """Restart wrapper of AbinitResponseCalculation (unconverged SCF/response, walltime)."""
+
+    _process_class = AbinitResponseCalculation
 
     @process_handler(priority=600, exit_codes=[AbinitResponseCalculation.exit_codes.ERROR_SCF_NOT_CONVERGED])
     def handle_scf_not_converged(self, node):

@@ -15,34 +15,22 @@ from __future__ import annotations
 
 import numpy as np
 from aiida import orm
-from aiida.common import AttributeDict
-from aiida.engine import BaseRestartWorkChain, ProcessHandlerReport, WorkChain, calcfunction, process_handler, while_
+from aiida.engine import ProcessHandlerReport, WorkChain, calcfunction, process_handler, while_
 from aiida.plugins import CalculationFactory
 
 from aiida_mlresponse.abinit.mg import calculation_inputs_from_protocol, mg_structure
 from aiida_mlresponse.physics.strain import DeformationError, validate_deformation
+from aiida_mlresponse.workflows.base import AbinitRestartWorkChain
 
 MgRelaxCalculation = CalculationFactory('mlresponse.abinit.mg_relax')
 
 FIELD_NAMES = ('rho', 'phi', 'u', 's')
 
 
-class MgRelaxBaseWorkChain(BaseRestartWorkChain):
+class MgRelaxBaseWorkChain(AbinitRestartWorkChain):
     """Relax one strained Mg cell, restarting on the usual ABINIT failures."""
 
     _process_class = MgRelaxCalculation
-
-    @classmethod
-    def define(cls, spec):
-        super().define(spec)
-        spec.expose_inputs(MgRelaxCalculation, namespace='abinit')
-        spec.expose_outputs(MgRelaxCalculation)
-        spec.outline(
-            cls.setup,
-            while_(cls.should_run_process)(cls.run_process, cls.inspect_process),
-            cls.results,
-        )
-        spec.exit_code(300, 'ERROR_UNRECOVERABLE_FAILURE', message='The calculation failed with an unrecoverable error.')
 
     @classmethod
     def get_builder_from_protocol(cls, code, deformation=None, structure=None, protocol=None, overrides=None):
@@ -62,34 +50,25 @@ class MgRelaxBaseWorkChain(BaseRestartWorkChain):
         builder.clean_workdir = orm.Bool(clean_workdir)
         return builder
 
-    def setup(self):
-        super().setup()
-        self.ctx.inputs = AttributeDict(self.exposed_inputs(MgRelaxCalculation, 'abinit'))
-
-    def _parameters(self):
-        return self.ctx.inputs.parameters.get_dict()
-
     def _continue_from_last_positions(self, node):
         if 'output_structure' in node.outputs:
             self.ctx.inputs.structure = node.outputs.output_structure
 
     @process_handler(priority=600, exit_codes=MgRelaxCalculation.exit_codes.ERROR_RELAXATION_NOT_CONVERGED)
     def handle_relaxation_not_converged(self, node):
-        parameters = self._parameters()
-        parameters['ntime'] = int(parameters.get('ntime', 30)) * 2
-        self.ctx.inputs.parameters = orm.Dict(parameters)
+        ntime = int(self.ctx.inputs.parameters.get_dict().get('ntime', 30)) * 2
+        self._update_parameters(ntime=ntime)
         self._continue_from_last_positions(node)
-        self.report(f'{node.process_label}<{node.pk}> relaxation not converged: restart from the last positions, ntime {parameters["ntime"]}.')
+        self.report(f'{node.process_label}<{node.pk}> relaxation not converged: restart from the last positions, ntime {ntime}.')
         return ProcessHandlerReport(True)
 
     @process_handler(priority=500, exit_codes=MgRelaxCalculation.exit_codes.ERROR_SCF_NOT_CONVERGED)
     def handle_scf_not_converged(self, node):
-        parameters = self._parameters()
-        parameters['nstep'] = int(parameters.get('nstep', 50)) * 2
-        parameters['diemix'] = 0.5 * float(parameters.get('diemix', 1.0))
-        self.ctx.inputs.parameters = orm.Dict(parameters)
+        parameters = self.ctx.inputs.parameters.get_dict()
+        nstep, diemix = int(parameters.get('nstep', 50)) * 2, 0.5 * float(parameters.get('diemix', 1.0))
+        self._update_parameters(nstep=nstep, diemix=diemix)
         self._continue_from_last_positions(node)
-        self.report(f'{node.process_label}<{node.pk}> SCF not converged: nstep {parameters["nstep"]}, diemix {parameters["diemix"]}.')
+        self.report(f'{node.process_label}<{node.pk}> SCF not converged: nstep {nstep}, diemix {diemix}.')
         return ProcessHandlerReport(True)
 
     @process_handler(priority=400, exit_codes=MgRelaxCalculation.exit_codes.ERROR_OUT_OF_WALLTIME)
