@@ -71,7 +71,12 @@ class Committee(nn.Module):
         return len(self.members)
 
     def atom_cubes(self, dtype=None) -> AtomCubes:
-        return atom_cubes_from(self.hyperparameters['density'], dtype or self.members[0].dtype)
+        dtype = dtype or self.members[0].dtype
+        if not hasattr(self, '_atom_cubes'):
+            self._atom_cubes = {}
+        if dtype not in self._atom_cubes:  # made once: the window and offsets are the same for every call
+            self._atom_cubes[dtype] = atom_cubes_from(self.hyperparameters['density'], dtype)
+        return self._atom_cubes[dtype]
 
     def forward(self, cubes: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         return torch.stack([member(cubes, positions) for member in self.members])
@@ -81,6 +86,20 @@ class Committee(nn.Module):
         values = self(cubes, positions)
         spread = values.std(dim=0) if len(self.members) > 1 else torch.zeros_like(values[0])
         return values.mean(dim=0), spread
+
+    def values_and_cube_jacobian(self, cubes: torch.Tensor, positions: torch.Tensor):
+        """For one structure: the members' predictions (K, n_outputs) and the derivative of their mean with respect
+        to the cubes (n_outputs, N, 1, n, n, n), float64. The Taylor heads are evaluated on `positions` (N, 3)
+        as given, so a graph from positions that require grad is kept through them (their derivative is then
+        one backward, `predict.predict_structure`); the cube part needs no autograd."""
+        values, cube_grad = [], 0
+        for member in self.members:
+            value, grad = member.value_and_cube_jacobian(cubes)
+            if member.taylor is not None:
+                value = value + member.taylor(positions.unsqueeze(0))[0]
+            values.append(value)
+            cube_grad = cube_grad + grad
+        return torch.stack(values), cube_grad / len(self.members)
 
     def predict_positions(self, positions, cell, numbers, batch_size: int = 64):
         """Mean and spread (numpy) for configurations (B, N, 3) Bohr of one cell: cubes made here."""
@@ -114,6 +133,35 @@ class Committee(nn.Module):
             return torch.stack(values).mean(dim=0)
 
         return function
+
+
+class NeighbourCache:
+    """Neighbour lists reused while the atoms stay within skin/2 of where the list was built (a Verlet list).
+
+    A list built with cutoff + skin holds every pair that is within the cutoff as long as no atom has moved more
+    than skin/2 from the positions it was built at; the pairs it holds beyond the cutoff have weight exactly 0
+    (the density's switch), so reusing it changes no cube. Building a list costs milliseconds of numpy for a
+    small periodic cell (many images), as much as a whole prediction: an active-learning loop or a Raman
+    workflow that evaluates displaced copies of one cell builds it once. One cache can serve several
+    committees (P and ε∞) with the same density cutoff.
+    """
+
+    def __init__(self, skin: float = 0.5, size: int = 8):
+        self.skin, self.size = float(skin), int(size)
+        self._entries = {}  # (cutoff, cell bytes, number of atoms) -> (positions built at, NeighbourList)
+
+    def get(self, atom_cubes: AtomCubes, positions, cell):
+        positions = np.asarray(positions, dtype=float).reshape(-1, 3)
+        cell = np.asarray(cell, dtype=float)
+        key = (atom_cubes.cutoff, cell.tobytes(), len(positions))
+        entry = self._entries.get(key)
+        if entry is not None and np.linalg.norm(positions - entry[0], axis=-1).max() <= self.skin / 2:
+            return entry[1]
+        neighbours = atom_cubes.neighbours(positions, cell, skin=self.skin)
+        if len(self._entries) >= self.size:
+            self._entries.pop(next(iter(self._entries)))
+        self._entries[key] = (positions.copy(), neighbours)
+        return neighbours
 
 
 def build(hyperparameters: dict) -> Committee:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
+import contextlib
+import math
 
+import numpy as np
+import torch
+
+from aiida_mlresponse.ml.committee import NeighbourCache
 from aiida_mlresponse.ml.datasets import voigt_to_tensor
 from aiida_mlresponse.ml.derivatives import born_charges
+from aiida_mlresponse.physics.born import impose_acoustic_sum_rule
 
 
 def predict_response(committee, metadata: dict, positions, cell, numbers, with_born_charges: bool = False) -> dict:
@@ -31,4 +37,87 @@ def predict_response(committee, metadata: dict, positions, cell, numbers, with_b
             born_charges(committee.position_function(cell, numbers, config), config, volume=volume)
             for config in positions
         ])
+    return out
+
+
+@contextlib.contextmanager
+def _inference_only(modules):
+    """Parameters not requiring grad (backward then skips the weight gradients) and no oneDNN convolutions
+    (for cubes of a few atoms the native CPU kernels are faster: 14 vs 18 ms for GaAs, benchmarks/radnet_speed.py);
+    both restored on exit."""
+    parameters = [p for module in modules for p in module.parameters()]
+    flags = [p.requires_grad for p in parameters]
+    mkldnn = torch.backends.mkldnn.enabled
+    try:
+        for p in parameters:
+            p.requires_grad_(False)
+        torch.backends.mkldnn.enabled = False
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = mkldnn
+        for p, flag in zip(parameters, flags):
+            p.requires_grad_(flag)
+
+
+def predict_structure(committees: dict, positions, cell, numbers, derivatives: bool = True,
+                      neighbour_cache: NeighbourCache | None = None) -> dict:
+    """Everything per structure from committees already in memory, with one density and one graph for all.
+
+    committees: {'polarization': P committee, 'dielectric': ε∞ committee} (either may be left out); they must
+    share their density hyperparameters. positions (N, 3), cell (3, 3) Bohr. The float64 cubes are made once
+    (neighbour list from `neighbour_cache`, reused for displaced copies of the same cell) and both committees
+    are evaluated on them; with `derivatives`, Z* (N, 3, 3) e and ∂χ/∂τ (N, 3, 3, 3) Bohr⁻¹ [κ, γ, α, β] come from
+    the same graph by reverse mode (the output components' VJPs batched per committee), acoustic sum rule
+    imposed, as `derivatives.born_charges` and `derivatives.chi_derivatives` give them. Values and spreads as
+    `predict_response` (one configuration, no leading axis), from float64 rather than float32 cubes (the CNN
+    still runs in its own dtype).
+    """
+    unknown = set(committees) - {'polarization', 'dielectric'}
+    if unknown or not committees:
+        raise ValueError(f"committees must be keyed by 'polarization' and/or 'dielectric', got {sorted(committees)}")
+    first = next(iter(committees.values()))
+    if any(c.hyperparameters['density'] != first.hyperparameters['density'] for c in committees.values()):
+        raise ValueError('the committees were trained on different density cubes: predict them separately')
+    positions = np.asarray(positions, dtype=float).reshape(len(numbers), 3)
+    atom_cubes = first.atom_cubes(torch.float64)
+    neighbours = (neighbour_cache or NeighbourCache()).get(atom_cubes, positions, cell)
+    x = torch.tensor(positions, dtype=torch.float64, requires_grad=derivatives)
+    out, means, cube_grads = {}, [], []
+    with _inference_only(committees.values()), torch.set_grad_enabled(derivatives):
+        density = atom_cubes.evaluate(x, cell, numbers, neighbours)  # (N, 1, n, n, n), graph kept for the chain
+        for target, committee in committees.items():
+            if derivatives:
+                values, cube_grad = committee.values_and_cube_jacobian(density.detach(), x)
+                cube_grads.append(cube_grad)
+            else:
+                values = committee(density.unsqueeze(0), x.unsqueeze(0))[:, 0]  # (members, n_outputs)
+            means.append(values.mean(dim=0))
+            mean = means[-1].detach().numpy()
+            spread = (values.std(dim=0) if len(values) > 1 else torch.zeros_like(values[0])).detach().numpy()
+            if target == 'polarization':
+                out['polarization'], out['polarization_spread'] = mean, spread
+            else:
+                out['dielectric_tensor'], out['dielectric_tensor_spread'] = voigt_to_tensor(mean), voigt_to_tensor(spread)
+    if not derivatives:
+        return out
+    # ∂X/∂positions of every output of both committees in one batched backward: ∂X/∂cubes chained through the
+    # density, plus the Taylor heads' direct dependence on the positions (the graph of the means).
+    cube_grads = torch.cat(cube_grads)
+    means = torch.cat(means)
+    if means.requires_grad:
+        eye = torch.eye(len(means), dtype=means.dtype)
+        jacobian = torch.autograd.grad([density, means], x, [cube_grads, eye], is_grads_batched=True)[0]
+    else:
+        jacobian = torch.autograd.grad(density, x, cube_grads, is_grads_batched=True)[0]
+    jacobian = jacobian.numpy()  # (K, N, 3)
+    start = 0
+    for target in committees:
+        size = 3 if target == 'polarization' else 6
+        block, start = jacobian[start:start + size], start + size
+        if target == 'polarization':
+            volume = abs(np.linalg.det(np.asarray(cell, dtype=float)))
+            out['born_charges'] = impose_acoustic_sum_rule(volume * block.transpose(1, 0, 2))
+        else:
+            dchi = voigt_to_tensor(np.moveaxis(block, 0, -1)) / (4.0 * math.pi)
+            out['chi_derivatives'] = impose_acoustic_sum_rule(dchi)
     return out

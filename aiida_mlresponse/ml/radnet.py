@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .baselines import TaylorBaseline, count_terms
+from .baselines import TaylorBaseline, count_terms, monomial_indices
 
 KIND = 'radnet'
 
@@ -117,6 +117,47 @@ class AtomNetwork(nn.Module):
             contribution = contribution + self.linear(cubes.flatten(1))
         return contribution
 
+    def value_and_input_jacobian(self, cubes: torch.Tensor):
+        """f and ∂f_k/∂cube for every output k at once, no autograd: cubes (C, 1, n, n, n) ->
+        (contributions (C, n_outputs), jacobian (n_outputs, C, 1, n, n, n)).
+
+        Backpropagation written out, with the K output rows as one batch: each convolution's input gradient is a
+        single transposed convolution of K·C cotangents, where autograd would run K convolution backwards (on
+        CPU, ~0.2 ms each for these tiny cubes, the bulk of a Z* + Raman prediction). Same values and
+        derivatives as `forward` and autograd to rounding (tests/ml/test_radnet.py).
+        """
+        with torch.no_grad():
+            layers = [layer for layer in self.convolutions if isinstance(layer, nn.Conv3d)]
+            shapes, pre_activations, inputs = [], [], cubes
+            for conv in layers:
+                shapes.append(inputs.shape[-3:])
+                pre_activations.append(conv(inputs))
+                inputs = nn.functional.elu(pre_activations[-1])
+            dense = self.dense[1]
+            dense_pre = dense(inputs.flatten(1))  # (C, dense)
+            contribution = self.output(nn.functional.elu(dense_pre))
+            if self.linear is not None:
+                contribution = contribution + self.linear(cubes.flatten(1))
+            n_outputs, n_cubes = self.output.weight.shape[0], cubes.shape[0]
+            # ∂f_k/∂h_dense = W_out[k]; through the ELU (derivative 1 above 0, exp(z) below) and the dense layer.
+            grad = self.output.weight[:, None, :] * _elu_derivative(dense_pre)  # (K, C, dense)
+            grad = (grad @ dense.weight).reshape((n_outputs,) + tuple(inputs.shape))  # (K, C, channels, s, s, s)
+            for conv, pre, shape in zip(reversed(layers), reversed(pre_activations), reversed(shapes)):
+                grad = (grad * _elu_derivative(pre)).flatten(0, 1)
+                output_padding = tuple(int(size - 1 - (out - 1) * stride)
+                                       for size, out, stride in zip(shape, pre.shape[-3:], conv.stride))
+                grad = nn.functional.conv_transpose3d(grad, conv.weight, stride=conv.stride, padding=conv.padding,
+                                                      output_padding=output_padding)
+                grad = grad.reshape((n_outputs, n_cubes) + tuple(grad.shape[1:]))
+            if self.linear is not None:
+                grad = grad + self.linear.weight.reshape((n_outputs, 1) + tuple(cubes.shape[1:]))
+            return contribution, grad
+
+
+def _elu_derivative(pre_activation: torch.Tensor) -> torch.Tensor:
+    """d ELU(z)/dz for ELU with alpha 1 (torch's default, used by AtomNetwork)."""
+    return torch.where(pre_activation > 0, torch.ones_like(pre_activation), torch.exp(pre_activation))
+
 
 class TaylorHead(nn.Module):
     """The ridge polynomial of `baselines.TaylorBaseline` as torch buffers (frozen, float64)."""
@@ -130,6 +171,21 @@ class TaylorHead(nn.Module):
         self.register_buffer('scale', torch.ones((), dtype=torch.float64))
         self.register_buffer('coefficients', torch.zeros(n_terms, n_outputs, dtype=torch.float64))
         self.register_buffer('intercept', torch.zeros(n_outputs, dtype=torch.float64))
+        # The monomials of order k as (monomial of order k-1) x (one feature), in the order of
+        # `baselines.monomial_indices`, the two factors picked by 0/1 matrices (exact: one term is 1·x, the others
+        # 0·x). Made once here (they follow from degree and atoms, so are not saved). Matrix products keep the
+        # batched backward of Z* and Raman derivatives (is_grads_batched) vectorized; indexing's backward
+        # (index_put) is looped per cotangent under vmap and cost 4 ms per GaAs prediction.
+        orders = monomial_indices(3 * (n_atoms - 1), self.degree)
+        self._steps = []
+        for previous, current in zip(orders, orders[1:]):
+            row = {tuple(indices): k for k, indices in enumerate(previous.tolist())}
+            parents = torch.zeros(len(previous), len(current), dtype=torch.float64)
+            features = torch.zeros(3 * (n_atoms - 1), len(current), dtype=torch.float64)
+            for k, indices in enumerate(current.tolist()):
+                parents[row[tuple(indices[:-1])], k] = 1.0
+                features[indices[-1], k] = 1.0
+            self._steps.append((parents, features))
 
     def set_from(self, baseline: TaylorBaseline) -> 'TaylorHead':
         if baseline.degree != self.degree or baseline.coefficients.shape != tuple(self.coefficients.shape):
@@ -152,7 +208,18 @@ class TaylorHead(nn.Module):
         if positions.shape[-2] != self.reference.shape[0]:
             raise ValueError(f'the Taylor head was fitted on {self.reference.shape[0]} atoms, '
                              f'got {positions.shape[-2]}: it only applies to the cell it was fitted on')
-        return self.baseline().torch_predict(positions.to(torch.float64))
+        # The same operations as `TaylorBaseline.torch_predict`, on the buffers directly (no numpy round trip).
+        positions = positions.to(torch.float64)
+        delta = positions - self.reference
+        fractional = delta @ torch.linalg.inv(self.cell)
+        delta = (fractional - torch.round(fractional).detach()) @ self.cell
+        relative = delta[:, 1:, :] - delta[:, :1, :]
+        x = relative.reshape(relative.shape[0], -1) / self.scale
+        columns = [x]
+        for parents, features in self._steps:
+            columns.append((columns[-1] @ parents) * (x @ features))
+        features = torch.cat(columns, dim=1)
+        return features @ self.coefficients + self.intercept
 
 
 def polynomial_feature_count(components: int) -> int:
@@ -253,6 +320,24 @@ class RadNet(nn.Module):
                 raise ValueError('this model has a Taylor head: pass the positions too')
             value = value + self.taylor(positions)
         return value
+
+    def value_and_cube_jacobian(self, cubes: torch.Tensor):
+        """For one structure, cubes (N, 1, n, n, n): the cube-dependent part of ``forward`` (w · correction +
+        cube polynomial, (n_outputs,) float64, without the Taylor head) and its derivative with respect to the
+        cubes (n_outputs, N, 1, n, n, n) float64; the CNN part from `AtomNetwork.value_and_input_jacobian`."""
+        normalized = (cubes.to(self.dtype) - self.input_mean) / self.input_scale
+        contributions, grad = self.atom_network.value_and_input_jacobian(normalized)
+        value = self.residual_weight * (self.output_offset + self.output_scale * contributions.sum(0).to(torch.float64))
+        weight = (self.residual_weight * self.output_scale).reshape((-1,) + (1,) * cubes.dim())
+        grad = weight * (grad / self.input_scale).to(torch.float64)
+        if self.polynomial is not None:
+            leaf = cubes.detach().to(torch.float64).requires_grad_(True)
+            with torch.enable_grad():
+                polynomial = self.polynomial(leaf.unsqueeze(0))[0]
+                eye = torch.eye(len(polynomial), dtype=polynomial.dtype)
+                grad = grad + torch.autograd.grad(polynomial, leaf, eye, is_grads_batched=True)[0]
+            value = value + polynomial.detach()
+        return value, grad
 
     def set_input_standardization(self, cubes: torch.Tensor) -> 'RadNet':
         """Per-voxel mean and standard deviation of training cubes (..., 1, n, n, n)."""

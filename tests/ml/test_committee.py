@@ -253,3 +253,23 @@ def test_cube_polynomial_head_beats_the_taylor_polynomials_on_bn_dielectric():
     for degree, alpha in ((1, 1e-10), (2, 1e-6)):
         other = TaylorBaseline(degree, alpha).fit(data.positions[train], targets[train], data.cell)
         assert mae < 0.7 * np.abs(other.predict(data.positions[test]) - targets[test]).mean()
+
+
+def test_neighbour_cache_reuses_its_list_within_half_the_skin():
+    from aiida_mlresponse.ml.committee import NeighbourCache, atom_cubes_from, DEFAULT_DENSITY
+    from aiida_mlresponse.physics.crystals import gaas
+    from aiida_mlresponse.physics.units import ANGSTROM_TO_BOHR
+
+    cell, positions, _ = gaas()
+    cell, positions = cell * ANGSTROM_TO_BOHR, positions * ANGSTROM_TO_BOHR
+    numbers = [31, 33]
+    atom_cubes = atom_cubes_from(DEFAULT_DENSITY, torch.float64)
+    cache = NeighbourCache(skin=0.5)
+    first = cache.get(atom_cubes, positions, cell)
+    moved = positions + np.array([[0.2, 0.1, 0.0], [0.0, -0.1, 0.05]])  # atoms within skin/2 = 0.25 Bohr
+    assert cache.get(atom_cubes, moved, cell) is first
+    # The reused list (with pairs beyond the cutoff, of weight 0) gives the cubes of a list made for them.
+    np.testing.assert_allclose(atom_cubes.evaluate(moved, cell, numbers, first).numpy(),
+                               atom_cubes(moved, cell, numbers).numpy(), rtol=0, atol=1e-13)
+    assert cache.get(atom_cubes, positions + np.array([0.3, 0.0, 0.0]), cell) is not first  # beyond skin/2
+    assert cache.get(atom_cubes, positions, 1.01 * cell) is not cache.get(atom_cubes, positions, cell)

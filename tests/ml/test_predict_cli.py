@@ -60,3 +60,54 @@ def test_predict_radnet_h5_and_wrong_cell_refused(gaas_model, tmp_path):
     assert np.abs(predicted - data.polarization).max() < 10 * np.ptp(data.polarization, axis=0).max()
     result = CliRunner().invoke(cli, ['predict', str(path), str(RADNET_DATA / 'BN_cubic.h5'), '-o', str(output)])
     assert result.exit_code != 0 and 'does not have the cell and atom list' in result.output
+
+
+def _committee(n_outputs, seed):
+    """An untrained committee with a Taylor head on GaAs (float64 members, so derivatives compare tightly)."""
+    import torch
+
+    from aiida_mlresponse.ml.baselines import TaylorBaseline
+    from aiida_mlresponse.ml.committee import Committee
+    from aiida_mlresponse.physics.crystals import gaas
+    from aiida_mlresponse.physics.units import ANGSTROM_TO_BOHR
+
+    cell, positions, _ = gaas()
+    cell, positions = cell * ANGSTROM_TO_BOHR, positions * ANGSTROM_TO_BOHR
+    rng = np.random.default_rng(seed)
+    samples = positions + 0.02 * rng.standard_normal((30, 2, 3))
+    torch.manual_seed(seed)
+    committee = Committee({'n_members': 3, 'member': {'preset': 'tiny', 'n_outputs': n_outputs, 'dtype': 'float64',
+                                                       'taylor': {'degree': 3, 'n_atoms': 2}}})
+    for member in committee.members:
+        member.taylor.set_from(TaylorBaseline(3, 1e-10).fit(samples, rng.standard_normal((30, n_outputs)), cell))
+        member.set_input_standardization(torch.rand(10, 2, 1, 9, 9, 9, dtype=torch.float64) * 3)
+        with torch.no_grad():
+            member.output_offset.copy_(torch.as_tensor(rng.standard_normal(n_outputs)))
+    return committee.eval(), cell, samples
+
+
+def test_predict_structure_agrees_with_predict_response_and_chi_derivatives():
+    """One shared density and graph for P and ε∞ gives what the per-model functions give."""
+    from aiida_mlresponse.ml.committee import NeighbourCache
+    from aiida_mlresponse.ml.derivatives import chi_derivatives
+    from aiida_mlresponse.ml.predict import predict_response, predict_structure
+
+    p_committee, cell, samples = _committee(3, 0)
+    e_committee, _, _ = _committee(6, 1)
+    numbers = [31, 33]
+    cache = NeighbourCache()
+    for positions in samples[:3]:
+        out = predict_structure({'polarization': p_committee, 'dielectric': e_committee}, positions, cell, numbers,
+                                neighbour_cache=cache)
+        p = predict_response(p_committee, {'target': 'polarization'}, positions[None], cell, numbers,
+                             with_born_charges=True)
+        e = predict_response(e_committee, {'target': 'dielectric'}, positions[None], cell, numbers)
+        for key, expected in {**p, **e}.items():
+            np.testing.assert_allclose(out[key], expected[0], rtol=1e-10, atol=1e-12, err_msg=key)
+        dchi = chi_derivatives(e_committee.position_function(cell, numbers, positions), positions)
+        np.testing.assert_allclose(out['chi_derivatives'], dchi, rtol=1e-10, atol=1e-12)
+    assert all(p.requires_grad for p in p_committee.parameters())  # restored after the prediction
+    without = predict_structure({'polarization': p_committee}, samples[0], cell, numbers, derivatives=False)
+    assert set(without) == {'polarization', 'polarization_spread'}
+    with pytest.raises(ValueError, match='committees'):
+        predict_structure({'energy': p_committee}, samples[0], cell, numbers)

@@ -106,3 +106,21 @@ def test_committee_position_function_autograd_matches_finite_differences():
     np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-8)
     # Translation invariance: the derivatives sum to zero over atoms (acoustic sum rule by construction).
     np.testing.assert_allclose(analytic.sum(axis=1), 0.0, atol=1e-8 * np.abs(analytic).max())
+
+
+def test_taylor_head_is_the_baseline_polynomial_values_and_gradients():
+    """The head evaluates its buffers in torch; it must be the fitted TaylorBaseline, derivatives included."""
+    from aiida_mlresponse.ml.radnet import TaylorHead
+
+    rng = np.random.default_rng(3)
+    cell = 8.0 * np.eye(3)
+    positions = np.array([[0.0, 0.0, 0.0], [2.0, 2.0, 2.0], [4.0, 0.0, 4.0]]) + 0.05 * rng.standard_normal((50, 3, 3))
+    baseline = TaylorBaseline(4, 1e-10).fit(positions, rng.standard_normal((50, 2)), cell)
+    head = TaylorHead(4, 3, 2).set_from(baseline)
+    x = torch.tensor(positions[:5], requires_grad=True)
+    ours = head(x)
+    expected = baseline.torch_predict(x)
+    np.testing.assert_allclose(ours.detach().numpy(), expected.detach().numpy(), rtol=1e-13, atol=1e-14)
+    (ours_grad,) = torch.autograd.grad(ours.sum(), x)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), x)
+    np.testing.assert_allclose(ours_grad.numpy(), expected_grad.numpy(), rtol=1e-12, atol=1e-14)
