@@ -38,7 +38,7 @@ from torch import nn
 from .baselines import TaylorBaseline, count_terms, select_degree
 from .datasets import TARGETS, tensor_to_voigt
 from .density import AtomCubes
-from .radnet import CubePolynomial, RadNet, complete_hyperparameters, standardize
+from .radnet import CubePolynomial, RadNet, TaylorHead, complete_hyperparameters, standardize
 from .training import TrainingConfig, train
 
 KIND = 'radnet_committee'
@@ -95,11 +95,16 @@ class Committee(nn.Module):
         values, cube_grad = [], 0
         for member in self.members:
             value, grad = member.value_and_cube_jacobian(cubes)
-            if member.taylor is not None:
-                value = value + member.taylor(positions.unsqueeze(0))[0]
             values.append(value)
             cube_grad = cube_grad + grad
-        return torch.stack(values), cube_grad / len(self.members)
+        values = torch.stack(values)
+        heads = [member.taylor for member in self.members]
+        if all(head is not None for head in heads) and len({head.degree for head in heads}) == 1:
+            values = values + TaylorHead.stacked(heads, positions.unsqueeze(0))[:, 0]
+        else:
+            values = values + torch.stack([head(positions.unsqueeze(0))[0] if head is not None
+                                           else torch.zeros_like(values[0]) for head in heads])
+        return values, cube_grad / len(self.members)
 
     def predict_positions(self, positions, cell, numbers, batch_size: int = 64):
         """Mean and spread (numpy) for configurations (B, N, 3) Bohr of one cell: cubes made here."""

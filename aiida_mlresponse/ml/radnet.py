@@ -205,21 +205,36 @@ class TaylorHead(nn.Module):
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         """(B, N, 3) Bohr -> (B, n_outputs) float64, differentiable in positions."""
-        if positions.shape[-2] != self.reference.shape[0]:
-            raise ValueError(f'the Taylor head was fitted on {self.reference.shape[0]} atoms, '
+        return self.stacked([self], positions)[0]
+
+    @staticmethod
+    def stacked(heads: list, positions: torch.Tensor) -> torch.Tensor:
+        """Several heads of one degree and cell size (a committee's) at once: (B, N, 3) -> (heads, B, n_outputs).
+
+        The same operations as `TaylorBaseline.torch_predict`, on the buffers directly (no numpy round trip),
+        with the heads as a leading batch axis so a committee costs the operations of one head.
+        """
+        first = heads[0]
+        if any(head.degree != first.degree or head.reference.shape != first.reference.shape for head in heads):
+            raise ValueError('stacked Taylor heads must share their degree, atoms and outputs')
+        if positions.shape[-2] != first.reference.shape[0]:
+            raise ValueError(f'the Taylor head was fitted on {first.reference.shape[0]} atoms, '
                              f'got {positions.shape[-2]}: it only applies to the cell it was fitted on')
-        # The same operations as `TaylorBaseline.torch_predict`, on the buffers directly (no numpy round trip).
-        positions = positions.to(torch.float64)
-        delta = positions - self.reference
-        fractional = delta @ torch.linalg.inv(self.cell)
-        delta = (fractional - torch.round(fractional).detach()) @ self.cell
-        relative = delta[:, 1:, :] - delta[:, :1, :]
-        x = relative.reshape(relative.shape[0], -1) / self.scale
+        reference = torch.stack([head.reference for head in heads])[:, None]  # (H, 1, N, 3)
+        cell = torch.stack([head.cell for head in heads])[:, None]  # (H, 1, 3, 3)
+        scale = torch.stack([head.scale for head in heads])[:, None, None]
+        delta = positions.to(torch.float64) - reference  # (H, B, N, 3)
+        fractional = delta @ torch.linalg.inv(cell)
+        delta = (fractional - torch.round(fractional).detach()) @ cell
+        relative = delta[..., 1:, :] - delta[..., :1, :]
+        x = relative.flatten(-2) / scale  # (H, B, 3(N-1))
         columns = [x]
-        for parents, features in self._steps:
+        for parents, features in first._steps:
             columns.append((columns[-1] @ parents) * (x @ features))
-        features = torch.cat(columns, dim=1)
-        return features @ self.coefficients + self.intercept
+        features = torch.cat(columns, dim=-1)
+        coefficients = torch.stack([head.coefficients for head in heads])  # (H, terms, K)
+        intercept = torch.stack([head.intercept for head in heads])[:, None]
+        return features @ coefficients + intercept
 
 
 def polynomial_feature_count(components: int) -> int:

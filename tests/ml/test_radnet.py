@@ -124,3 +124,25 @@ def test_taylor_head_is_the_baseline_polynomial_values_and_gradients():
     (ours_grad,) = torch.autograd.grad(ours.sum(), x)
     (expected_grad,) = torch.autograd.grad(expected.sum(), x)
     np.testing.assert_allclose(ours_grad.numpy(), expected_grad.numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize('preset', ['tiny', 'light'])
+def test_cube_jacobian_written_out_matches_autograd(preset):
+    """RadNet.value_and_cube_jacobian (backpropagation written out, K rows at once) against autograd."""
+    torch.manual_seed(0)
+    model = RadNet(preset=preset, n_outputs=4, dtype='float64', polynomial={'components': 5})
+    with torch.no_grad():
+        model.input_mean.uniform_()
+        model.input_scale.uniform_(0.5, 2.0)
+        model.output_scale.uniform_(0.5, 2.0)
+        model.residual_weight.uniform_()
+        model.polynomial.projection.normal_()
+        model.polynomial.coefficients.normal_()
+    cubes = torch.rand(2, 1, 9, 9, 9, dtype=torch.float64) * 3
+    leaf = cubes.clone().requires_grad_(True)
+    value = model(leaf.unsqueeze(0))[0]
+    expected = torch.stack([torch.autograd.grad(value, leaf, row, retain_graph=True)[0]
+                            for row in torch.eye(4, dtype=value.dtype)])
+    ours_value, ours = model.value_and_cube_jacobian(cubes)
+    np.testing.assert_allclose(ours_value.numpy(), value.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ours.numpy(), expected.numpy(), rtol=1e-10, atol=1e-12 * expected.abs().max().item())
