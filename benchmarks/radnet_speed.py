@@ -154,6 +154,7 @@ def main():
     parser.add_argument('--epochs', type=int, default=20)
     parser.add_argument('--threads', type=int, default=1)
     args = parser.parse_args()
+    default_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
 
     from aiida_mlresponse.ml.committee import NeighbourCache
@@ -175,12 +176,17 @@ def main():
         predict(committees, cell, numbers, configurations[0], cache)  # the list for this cell
         warm = timed(lambda positions: predict(committees, cell, numbers, positions, cache), configurations)
         legacy_check = legacy_prediction(paths, configurations[0])
+        torch.set_num_threads(default_threads)  # the legacy path as it was measured before, torch's default threads
+        legacy_default_threads = timed(lambda positions: legacy_prediction(paths, positions),
+                                       configurations[:args.legacy_repeats // 2])
+        torch.set_num_threads(args.threads)
     abinit = time_abinit(args.protocol)
     load_after = os.getloadavg()[0]
     timings = {'cold': summary(cold), 'warm_new_neighbour_list': summary(warm_new_list), 'warm': summary(warm),
-               'legacy': summary(legacy), 'first_call_s': first_call}
+               'legacy': summary(legacy), 'legacy_default_threads': summary(legacy_default_threads),
+               'default_torch_threads': default_threads, 'first_call_s': first_call}
     ratios = {name: abinit['abinit_wall_s'] / timings[name]['median_s']
-              for name in ('cold', 'warm_new_neighbour_list', 'warm', 'legacy')}
+              for name in ('cold', 'warm_new_neighbour_list', 'warm', 'legacy', 'legacy_default_threads')}
     agreement = {key: float(np.abs(np.asarray(first[key]) - np.asarray(legacy_check[key])[0]).max())
                  for key in ('polarization', 'dielectric_tensor', 'born_charges')}
     agreement['raman_tensors'] = float(np.abs(first['raman_tensors'] - legacy_check['raman_tensors']).max())
@@ -189,7 +195,8 @@ def main():
                        f'one ABINIT DFPT ε∞ run (GS + Berry phase + ddk + E-field) of 2-atom GaAs at the '
                        f'{args.protocol} protocol; cold includes loading both checkpoints, warm has the models in '
                        'memory (warm: neighbour list reused within the skin; warm_new_neighbour_list: built per '
-                       'structure); legacy: the previous path (predict_response per model, separate ε∞ graph)',
+                       'structure); legacy: the previous path (predict_response per model, separate ε∞ graph), '
+                       'at 1 thread and at torch\'s default number of threads (as measured before)',
         'machine': {'arch': platform.machine(), 'cores': os.cpu_count(), 'torch_threads': torch.get_num_threads(),
                     'load_average_before_after': [load_before, load_after], 'gpu': 'none'},
         'timings': timings, 'abinit': abinit,
@@ -204,7 +211,7 @@ def main():
         'units': {'times': 's', 'born_charges': 'e', 'raman_tensors': 'Bohr (√Ω · ∂χ/∂τ · e/√M, atomic units)'},
     }
     RESULTS.write_text(json.dumps(result, indent=1))
-    for name in ('cold', 'warm_new_neighbour_list', 'warm', 'legacy'):
+    for name in ('cold', 'warm_new_neighbour_list', 'warm', 'legacy', 'legacy_default_threads'):
         t = timings[name]
         print(f'model {name}: {t["median_s"] * 1e3:.2f} ms median ({t["min_s"] * 1e3:.2f} ms min) over '
               f'{t["repeats"]} predictions with Z* and Raman tensors; ratio ABINIT/model {ratios[name]:.0f}x')
