@@ -97,7 +97,8 @@ def predict_structure(committees: dict, positions, cell, numbers, derivatives: b
             if target == 'polarization':
                 out['polarization'], out['polarization_spread'] = mean, spread
             else:
-                out['dielectric_tensor'], out['dielectric_tensor_spread'] = voigt_to_tensor(mean), voigt_to_tensor(spread)
+                out['dielectric_tensor'] = voigt_to_tensor(mean)
+                out['dielectric_tensor_spread'] = voigt_to_tensor(spread)
     if not derivatives:
         return out
     # ∂X/∂positions of every output of both committees in one batched backward: ∂X/∂cubes chained through the
