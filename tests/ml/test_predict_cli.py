@@ -106,7 +106,7 @@ def test_predict_structure_agrees_with_predict_response_and_chi_derivatives():
             np.testing.assert_allclose(out[key], expected[0], rtol=1e-10, atol=1e-12, err_msg=key)
         dchi = chi_derivatives(e_committee.position_function(cell, numbers, positions), positions)
         np.testing.assert_allclose(out['chi_derivatives'], dchi, rtol=1e-10, atol=1e-12)
-    assert all(p.requires_grad for p in p_committee.parameters())  # restored after the prediction
+    assert all(p.requires_grad for p in p_committee.parameters())  # the models are left as they were
     without = predict_structure({'polarization': p_committee}, samples[0], cell, numbers, derivatives=False)
     assert set(without) == {'polarization', 'polarization_spread'}
     with pytest.raises(ValueError, match='committees'):
