@@ -95,13 +95,19 @@ def validate_deformation(deformation) -> np.ndarray:
     return d
 
 
+def _like(values, array):
+    """`values` as an array of the same kind (numpy, or torch with its dtype and device) as `array`."""
+    xp = _backend(array)
+    if xp is np:
+        return np.asarray(values, dtype=float)
+    return xp.as_tensor(np.asarray(values, dtype=float), dtype=array.dtype, device=array.device)
+
+
 def deformation_to_cell(deformation, reference_lengths=MG_ACELL_BOHR):
     """Cell (rows a, b, c; Bohr) of D applied to the orthorhombic reference with `reference_lengths`."""
     d = _as_array(deformation)
     xp = _backend(d)
-    ref = reference_lengths
-    if xp is not np:
-        ref = xp.as_tensor(np.asarray(ref, dtype=float), dtype=d.dtype, device=d.device)
+    ref = _like(reference_lengths, d)
     lengths = d[..., :3] * ref
     ca, cb, cc = cosines(d)
     sc = xp.sin(d[..., 5] * DEG)
@@ -118,9 +124,7 @@ def cell_to_deformation(cell, reference_lengths=MG_ACELL_BOHR):
     """D of a cell (rows, Bohr) relative to the orthorhombic reference; any orientation."""
     m = _as_array(cell)
     xp = _backend(m)
-    ref = reference_lengths
-    if xp is not np:
-        ref = xp.as_tensor(np.asarray(ref, dtype=float), dtype=m.dtype, device=m.device)
+    ref = _like(reference_lengths, m)
     norms = xp.sqrt((m**2).sum(-1))
     a, b, c = m[..., 0, :], m[..., 1, :], m[..., 2, :]
     na, nb, nc = norms[..., 0], norms[..., 1], norms[..., 2]
