@@ -15,6 +15,17 @@ MG_DATA = SHARED / 'data' / 'ml_mg'
 TEST_DATA = pathlib.Path(__file__).parent / 'data'
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Small nets on this shared 2-core machine: a second torch thread only spins (10x slower under load)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope='session')
 def pseudo_families(aiida_profile):
     """The package's pseudo families, installed once per test session from abinit-data."""

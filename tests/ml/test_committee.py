@@ -65,13 +65,7 @@ def test_trained_members_differ_and_spread_grows_off_the_data():
     assert spread_off.mean() > spread_on.mean()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The machine is shared: small trainings run faster on one thread than fighting for two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def test_fit_hyperparameters_are_completed_and_checked():

@@ -9,13 +9,7 @@ from aiida_mlresponse.ml import pcamlp as pm
 from aiida_mlresponse.ml.linear_baseline import LinearBaseline
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small nets on a shared 2-core machine: a second thread only spins (10x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture(scope='module')

@@ -107,12 +107,11 @@ def test_checkpoint_rejects_unknown_kinds_and_foreign_files(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_real_training_on_radnet_data_reduces_the_loss():
+def test_tiny_real_training_on_radnet_data_reduces_the_loss(one_torch_thread):
     """Twelve real BN configurations, P residual of a linear Taylor head: the CNN lowers the training loss."""
     from aiida_mlresponse.ml.committee import atom_cubes_from, DEFAULT_DENSITY, train_committee
     from aiida_mlresponse.ml.datasets import load_radnet_h5
 
-    torch.set_num_threads(1)
     data = load_radnet_h5(RADNET_DATA / 'GaAs.h5').subset(np.arange(24))
     cubes = atom_cubes_from(DEFAULT_DENSITY).batch(data.positions, data.cell, data.numbers)
     lines = []

@@ -106,17 +106,12 @@ def test_instability_detector_on_a_double_well():
 
 
 @pytest.mark.slow
-def test_stress_through_a_trained_committee_matches_finite_differences():
+def test_stress_through_a_trained_committee_matches_finite_differences(one_torch_thread):
     from aiida_mlresponse.ml import pcamlp as pm
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets: extra threads only spin on a shared machine
-    try:
-        data = pm.synthetic_dataset(200, grid=(4, 4, 4))
-        model, _ = pm.fit_pcamlp(data['D'], {'F': data['F']}, None, {'n_members': 2},
-                                 epochs=30, lbfgs_iterations=0, batch_size=64)
-    finally:
-        torch.set_num_threads(threads)
+    data = pm.synthetic_dataset(200, grid=(4, 4, 4))
+    model, _ = pm.fit_pcamlp(data['D'], {'F': data['F']}, None, {'n_members': 2},
+                             epochs=30, lbfgs_iterations=0, batch_size=64)
     model = model.double()
     rng = np.random.default_rng(3)
     for _ in range(2):
