@@ -135,7 +135,6 @@ class DisplacementLabelsWorkChain(WorkChain):
         node = self.ctx.reference
         if not node.is_finished_ok:
             return self.exit_codes.ERROR_REFERENCE_FAILED.format(message=f'{node.process_label}<{node.pk}> exit status {node.exit_status}')
-        self.ctx.reference_polarization = node.outputs.output_arrays.get_array('polarization')
         self.out('reference_arrays', node.outputs.output_arrays)
 
     def should_submit(self):
@@ -146,14 +145,11 @@ class DisplacementLabelsWorkChain(WorkChain):
         futures = {}
         for key, structure in batch:
             inputs = self._labelling_inputs(structure)
-            inputs['abinit']['reference_polarization'] = self._reference_node()
+            inputs['abinit']['reference_polarization'] = self.ctx.reference.outputs.output_arrays
             node = self.submit(AbinitResponseBaseWorkChain, **inputs)
             futures[key] = node
         self.report(f'submitted {", ".join(f"{k}: <{n.pk}>" for k, n in futures.items())}; {len(self.ctx.pending)} left')
         return ToContext(**{f'batch_{key}': node for key, node in futures.items()})
-
-    def _reference_node(self):
-        return self.ctx.reference.outputs.output_arrays
 
     def inspect_batch(self):
         for key in [k for k in self.ctx if k.startswith('batch_structure_')]:
