@@ -10,6 +10,13 @@ partial data are usable. Every `--export-every` configurations, and at the end, 
 gathers all finished rows for training (fields float32, (N, n1, n2, n3)); failures go to <out>/failed.json.
 `--dataset` at the end also stores one DatasetData node linked to every calculation (gather_mg_dataset).
 `--export-only` rebuilds the npz from <out>/configs without running anything.
+
+`--max-concurrent K` (K > 1) submits to the daemon instead of running in this process and keeps K
+relaxations in flight (start it with `verdi daemon start`; several serial ABINIT jobs beat one MPI job
+on a few cores). Submitted work chains carry the extra `campaign_index`, so a stopped script picks up
+the ones still running or finished on its next start. `--warm-start` starts each relaxation from R
+predicted by a least-squares line R(D) through the configurations already finished (the relaxed
+positions are the same within tolmxf; BFGS needs fewer steps).
 """
 
 import argparse
@@ -35,6 +42,35 @@ def export(out: pathlib.Path, protocol: str, seed: int) -> pathlib.Path | None:
     return target
 
 
+def warm_start_r(deformations, done: dict, index: int) -> np.ndarray:
+    """R(D) from a least-squares line through the finished configurations, clipped to what they span."""
+    rows = sorted(done)
+    design = np.c_[np.ones(len(rows)), deformations[rows]]
+    coefficients, *_ = np.linalg.lstsq(design, np.stack([done[row] for row in rows]), rcond=None)
+    spanned = np.abs(np.stack([done[row] for row in rows])).max(0)
+    return np.clip(np.r_[1.0, deformations[index]] @ coefficients, -spanned, spanned)
+
+
+def write_row(out: pathlib.Path, index: int, deformation, node) -> dict:
+    parameters = node.outputs.output_parameters.get_dict()
+    arrays = node.outputs.output_arrays
+    row = {
+        'index': index, 'workchain_pk': node.pk, 'seconds': (node.mtime - node.ctime).total_seconds(),
+        'deformation': deformation, 'deformation_of_cell': arrays.get_array('deformation'),
+        'free_energy': parameters['free_energy'], 'band_energy': parameters['band_energy'],
+        'entropy_energy': parameters['entropy_energy'], 'fermi_energy': parameters['fermi_energy'],
+        'volume': parameters['volume'], 'stress': arrays.get_array('stress'), 'R': arrays.get_array('R'),
+        'xred': arrays.get_array('xred'), 'cell': arrays.get_array('cell'),
+    }
+    for name in FIELDS:
+        row[name] = node.outputs.fields.get_array(name)
+    target = out / 'configs' / f'{index:05d}.npz'
+    tmp = target.with_suffix('.tmp.npz')
+    np.savez(tmp, **row)
+    tmp.replace(target)
+    return row
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--protocol', default='fast')
@@ -44,6 +80,8 @@ def main():
     parser.add_argument('--code', default='abinit@localhost')
     parser.add_argument('--export-every', type=int, default=10)
     parser.add_argument('--export-only', action='store_true')
+    parser.add_argument('--max-concurrent', type=int, default=1, help='> 1: submit to the daemon, this many in flight')
+    parser.add_argument('--warm-start', action='store_true', help='start from R predicted by the finished rows')
     parser.add_argument('--dataset', action='store_true', help='store one DatasetData node at the end')
     args = parser.parse_args()
 
@@ -60,7 +98,7 @@ def main():
     if get_manager().get_profile() is None:
         load_profile()
 
-    from aiida_mlresponse.abinit.mg import install_seed_family
+    from aiida_mlresponse.abinit.mg import install_seed_family, mg_structure
     from aiida_mlresponse.sampling.deformations import sample_deformations
     from aiida_mlresponse.workflows.mg_labels import MgRelaxBaseWorkChain, gather_mg_dataset
 
@@ -73,38 +111,59 @@ def main():
     failed = json.loads(failed_path.read_text()) if failed_path.is_file() else {}
     code = orm.load_code(args.code)
 
-    for index, deformation in enumerate(deformations):
-        target = out / 'configs' / f'{index:05d}.npz'
-        if target.is_file() or str(index) in failed:
-            continue
-        start = time.time()
-        builder = MgRelaxBaseWorkChain.get_builder_from_protocol(code, deformation=deformation, protocol=args.protocol)
-        results, node = run_get_node(builder)
-        group.add_nodes(node)
-        seconds = time.time() - start
-        if not node.is_finished_ok or 'fields' not in results:
+    done = {int(path.stem): np.load(path)['R'] for path in (out / 'configs').glob('[0-9]*.npz') if '.tmp' not in path.name}
+    pending = [index for index in range(len(deformations)) if index not in done and str(index) not in failed]
+
+    def builder_for(index):
+        structure = None
+        if args.warm_start and len(done) >= 10:
+            structure = mg_structure(deformations[index], r_params=warm_start_r(deformations, done, index))
+        return MgRelaxBaseWorkChain.get_builder_from_protocol(
+            code, deformation=None if structure else deformations[index], structure=structure, protocol=args.protocol)
+
+    def harvest(index, node):
+        if not node.is_finished_ok or 'fields' not in node.outputs:
             failed[str(index)] = {'pk': node.pk, 'exit_status': node.exit_status, 'message': node.exit_message}
             failed_path.write_text(json.dumps(failed, indent=1))
             print(f'{index:5d} FAILED {node.exit_status} {node.exit_message} (pk {node.pk})', flush=True)
-            continue
-        parameters = results['output_parameters'].get_dict()
-        arrays = results['output_arrays']
-        row = {
-            'index': index, 'workchain_pk': node.pk, 'seconds': seconds,
-            'deformation': deformation, 'deformation_of_cell': arrays.get_array('deformation'),
-            'free_energy': parameters['free_energy'], 'band_energy': parameters['band_energy'],
-            'entropy_energy': parameters['entropy_energy'], 'fermi_energy': parameters['fermi_energy'],
-            'volume': parameters['volume'], 'stress': arrays.get_array('stress'), 'R': arrays.get_array('R'),
-            'xred': arrays.get_array('xred'), 'cell': arrays.get_array('cell'),
-        }
-        for name in FIELDS:
-            row[name] = results['fields'].get_array(name)
-        tmp = target.with_suffix('.tmp.npz')
-        np.savez(tmp, **row)
-        tmp.replace(target)
-        print(f'{index:5d} ok {seconds:7.1f} s  F {parameters["free_energy"]:.6f} Ha  R {np.round(row["R"], 5).tolist()}', flush=True)
-        if (index + 1) % args.export_every == 0:
+            return
+        row = write_row(out, index, deformations[index], node)
+        done[index] = row['R']
+        print(f'{index:5d} ok {row["seconds"]:7.1f} s  F {row["free_energy"]:.6f} Ha  R {np.round(row["R"], 5).tolist()}'
+              f'  steps {node.outputs.output_parameters["relaxation_steps"]}', flush=True)
+        if len(done) % args.export_every == 0:
             export(out, args.protocol, args.seed)
+
+    if args.max_concurrent <= 1:
+        for index in pending:
+            _, node = run_get_node(builder_for(index))
+            node.base.extras.set('campaign_index', index)
+            group.add_nodes(node)
+            harvest(index, node)
+    else:
+        from aiida.engine import submit
+        from aiida.engine.daemon.client import get_daemon_client
+
+        if not get_daemon_client().is_daemon_running:
+            raise SystemExit('--max-concurrent needs the daemon: run `verdi daemon start` first.')
+        in_flight = {}  # index -> node; adopt the ones a previous run of this script left behind
+        for node in group.nodes:
+            index = node.base.extras.get('campaign_index', None)
+            if index is not None and index in pending and index not in in_flight:
+                in_flight[index] = node
+        pending = [index for index in pending if index not in in_flight]
+        while pending or in_flight:
+            for index, node in list(in_flight.items()):
+                if node.is_terminated:
+                    del in_flight[index]
+                    harvest(index, node)
+            while pending and len(in_flight) < args.max_concurrent:
+                index = pending.pop(0)
+                node = submit(builder_for(index))
+                node.base.extras.set('campaign_index', index)
+                group.add_nodes(node)
+                in_flight[index] = node
+            time.sleep(2)
 
     print('exported', export(out, args.protocol, args.seed), f'({len(failed)} failed)')
     if args.dataset:
