@@ -147,7 +147,7 @@ class MgLabelsWorkChain(WorkChain):
                             f'restarts: {node.exit_status} {node.exit_message}; left out.')
 
     def gather(self):
-        self.out('failed', orm.Dict(self.ctx.failed).store())
+        self.out('failed', left_out_configurations(self.inputs.deformations, orm.Dict(self.ctx.failed)))
         if not self.ctx.succeeded:
             return self.exit_codes.ERROR_ALL_FAILED
         kwargs = {}
@@ -158,6 +158,14 @@ class MgLabelsWorkChain(WorkChain):
         dataset = gather_mg_dataset(**kwargs)
         self.out('dataset', dataset)
         self.report(f'dataset<{dataset.pk}>: {len(self.ctx.succeeded)} configurations, {len(self.ctx.failed)} left out.')
+
+
+@calcfunction
+def left_out_configurations(deformations: orm.ArrayData, failures: orm.Dict) -> orm.Dict:
+    """index -> D, exit status, message and pk of each configuration left out (a calcfunction for provenance)."""
+    array = deformations.get_array('deformations')
+    return orm.Dict({index: {**failure, 'deformation': array[int(index)].tolist()}
+                     for index, failure in failures.get_dict().items()})
 
 
 def mg_rows(parameters: list[dict], arrays: list[dict], fields: list[dict]) -> tuple[dict, dict]:

@@ -60,6 +60,8 @@ def test_labels_workchain_keeps_the_good_and_reports_the_failed(aiida_profile, a
     assert node.is_finished_ok, node.exit_status
     failed = results['failed'].get_dict()
     assert list(failed) == ['1']
+    np.testing.assert_allclose(failed['1']['deformation'], deformations.get_array('deformations')[1])
+    assert results['failed'].creator.process_label == 'left_out_configurations'  # provenance: created by a calcfunction
     dataset = results['dataset']
     assert dataset.kind == 'mg_strain' and dataset.size == 1
     np.testing.assert_array_equal(dataset.get_array('configuration_index'), [0])
