@@ -7,7 +7,8 @@ Per protocol the JSON holds the wall seconds per configuration, F, U, -TS (Ha/ce
   - F difference: raw (includes the constant offset between different pseudopotentials) and with the
     mean offset over the three cells removed (what a model trained on these labels sees);
   - U and -TS differences, the largest stress-component difference (GPa), the largest R difference.
-Resumable: finished (protocol, deformation) pairs are kept in the JSON and skipped.
+Resumable: finished (protocol, deformation) pairs are kept in the JSON and skipped. `--start-from
+moderate` starts each relaxation from the R that protocol found (precise then needs fewer BFGS steps).
 
     nice -n 15 env OMP_NUM_THREADS=1 .venv/bin/python benchmarks/mg_protocols.py --protocols test fast moderate precise
 """
@@ -34,13 +35,14 @@ def main():
     parser.add_argument('--profile', default='mlresponse')
     parser.add_argument('--code', default='abinit@localhost')
     parser.add_argument('--seed', type=int, default=11)
+    parser.add_argument('--start-from', help='start each relaxation from the R this protocol found (saves BFGS steps)')
     args = parser.parse_args()
 
     from aiida import load_profile, orm
     from aiida.engine import run_get_node
 
     load_profile(args.profile)
-    from aiida_mlresponse.abinit.mg import install_seed_family, load_protocol
+    from aiida_mlresponse.abinit.mg import install_seed_family, load_protocol, mg_structure
     from aiida_mlresponse.sampling.deformations import sample_deformations
     from aiida_mlresponse.workflows.mg_labels import MgRelaxBaseWorkChain
 
@@ -57,11 +59,17 @@ def main():
         for index, deformation in enumerate(deformations):
             if str(index) in entry['configurations']:
                 continue
-            builder = MgRelaxBaseWorkChain.get_builder_from_protocol(code, deformation=deformation, protocol=protocol)
+            start_row = runs.get(args.start_from, {}).get('configurations', {}).get(str(index), {})
+            if 'R' in start_row:
+                structure = mg_structure(deformation, r_params=start_row['R'])
+                builder = MgRelaxBaseWorkChain.get_builder_from_protocol(code, structure=structure, protocol=protocol)
+            else:
+                builder = MgRelaxBaseWorkChain.get_builder_from_protocol(code, deformation=deformation, protocol=protocol)
             start = time.time()
             results, node = run_get_node(builder)
             seconds = time.time() - start
-            row = {'seconds': seconds, 'pk': node.pk, 'exit_status': node.exit_status}
+            row = {'seconds': seconds, 'pk': node.pk, 'exit_status': node.exit_status,
+                   'started_from': args.start_from if 'R' in start_row else 'R = 0'}
             if node.is_finished_ok:
                 out = results['output_parameters'].get_dict()
                 row.update({key: out[key] for key in ('free_energy', 'band_energy', 'entropy_energy', 'R', 'relaxation_steps')})
