@@ -19,6 +19,9 @@ How a committee is fitted (default hyperparameters):
 4. Shrinkage: the CNN correction c is weighted per component by w in [0, 1], the least-squares weight of c
    against the residual on the member's validation part: a CNN that does not help on configurations it never
    trained on gets w ≈ 0 and the member falls back to its heads.
+5. Central heads: the same heads fitted once more on all the training data. The committee mean is these plus
+   the members' mean (shrunk) CNN correction; the spread is the members' standard deviation, each member with
+   its own heads and CNN (the members estimate the variance of the fit, the central heads are its best value).
 
 The committee is one `torch.nn.Module` (``kind = 'radnet_committee'``) whose state is tensors and whose
 ``hyperparameters`` are JSON-able, saved with `checkpoint.save`.
@@ -38,7 +41,7 @@ from torch import nn
 from .baselines import TaylorBaseline, count_terms, select_degree
 from .datasets import TARGETS, tensor_to_voigt
 from .density import AtomCubes
-from .radnet import CubePolynomial, RadNet, TaylorHead, complete_hyperparameters, standardize
+from .radnet import CubePolynomial, RadNet, TaylorHead, complete_hyperparameters, evaluate_heads, standardize
 from .training import TrainingConfig, train
 
 KIND = 'radnet_committee'
@@ -51,8 +54,48 @@ def atom_cubes_from(density: dict, dtype=torch.float32) -> AtomCubes:
     return AtomCubes(dtype=dtype, **density)
 
 
+class CentralHeads(nn.Module):
+    """The committee's own frozen heads (Taylor polynomial and/or cube polynomial), fitted on ALL its training data.
+
+    Same shapes as a member's heads (``member`` hyperparameters); value P(cubes) + T(positions), float64.
+    """
+
+    def __init__(self, member_hyperparameters: dict):
+        super().__init__()
+        hp = member_hyperparameters
+        self.n_outputs = hp['n_outputs']
+        taylor, polynomial = hp['taylor'], hp['polynomial']
+        self.taylor = TaylorHead(taylor['degree'], taylor['n_atoms'], hp['n_outputs']) if taylor else None
+        self.polynomial = CubePolynomial(polynomial['components'], hp['cube_size'], hp['n_outputs']) if polynomial else None
+
+    def forward(self, cubes: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        return evaluate_heads(self.taylor, self.polynomial, cubes, positions, self.n_outputs)
+
+    def set_from(self, baseline: TaylorBaseline | None, polynomial: CubePolynomial | None) -> 'CentralHeads':
+        """Copy heads fitted by `fit_heads`."""
+        if (baseline is None) != (self.taylor is None) or (polynomial is None) != (self.polynomial is None):
+            raise ValueError('the fitted heads do not match the committee heads (Taylor, cube polynomial)')
+        if baseline is not None:
+            self.taylor.set_from(baseline)
+        if polynomial is not None:
+            self.polynomial.load_state_dict(polynomial.state_dict())
+        return self
+
+
 class Committee(nn.Module):
-    """K RadNet members; ``forward`` gives (K, B, n_outputs), ``predict`` the mean and the spread."""
+    """K RadNet members; ``forward`` gives the members' predictions (K, B, n_outputs), ``predict`` the committee
+    mean and the spread.
+
+    Mean and spread (a bagged estimator). Each member fits its closed-form heads on its own resample of the
+    training data and its CNN on what they leave, so the members scatter as the fit would over data sets: their
+    standard deviation is the spread. The members' heads are each fitted on less data (or on a resample) than the
+    committee was given, so their average is a slightly worse head than one fitted on all of it; with
+    ``hyperparameters['central'] = True`` (what `train_committee` makes whenever members have heads) the
+    committee holds such ``central`` heads, fitted on all its training data, and its mean is
+    ``central(cubes, positions) + mean_k w_k · correction_k(cubes)``: the best head plus the members' mean CNN
+    correction. Without it (no heads, or checkpoints written before ``central`` existed, which load unchanged) the
+    mean is the members' mean.
+    """
 
     kind = KIND
 
@@ -62,10 +105,14 @@ class Committee(nn.Module):
         hp['member'] = complete_hyperparameters(hp['member'])
         hp.setdefault('density', dict(DEFAULT_DENSITY))
         hp.setdefault('target', None)
+        hp.setdefault('central', False)  # checkpoints from before the central heads: the members' mean
         if hp['density']['n'] != hp['member']['cube_size']:
             raise ValueError('the density cube size and the network cube_size differ')
+        if hp['central'] and not (hp['member']['taylor'] or hp['member']['polynomial']):
+            raise ValueError('central heads need members with a Taylor or a cube-polynomial head')
         self.hyperparameters = hp
         self.members = nn.ModuleList(RadNet(hp['member']) for _ in range(hp['n_members']))
+        self.central = CentralHeads(hp['member']) if hp['central'] else None
 
     def __len__(self):
         return len(self.members)
@@ -79,32 +126,69 @@ class Committee(nn.Module):
         return self._atom_cubes[dtype]
 
     def forward(self, cubes: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.stack([member(cubes, positions) for member in self.members])
+        """The members' predictions (K, B, n_outputs) float64."""
+        return self.mean_and_members(cubes, positions)[1]
+
+    def mean_and_members(self, cubes: torch.Tensor, positions: torch.Tensor | None = None):
+        """(committee mean (B, n_outputs), members' predictions (K, B, n_outputs)), float64, differentiable."""
+        corrections = torch.stack([member.residual_weight * member.correction(cubes) for member in self.members])
+        members = corrections + torch.stack([member.heads(cubes, positions) for member in self.members])
+        if self.central is None:
+            return members.mean(dim=0), members
+        return self.central(cubes, positions) + corrections.mean(dim=0), members
 
     def predict(self, cubes, positions=None):
-        """(mean, spread): the members' mean and standard deviation (ddof 1), (B, n_outputs) float64."""
-        values = self(cubes, positions)
+        """(mean, spread): the committee mean and the members' standard deviation (ddof 1), (B, n_outputs) float64."""
+        mean, values = self.mean_and_members(cubes, positions)
         spread = values.std(dim=0) if len(self.members) > 1 else torch.zeros_like(values[0])
-        return values.mean(dim=0), spread
+        return mean, spread
 
     def values_and_cube_jacobian(self, cubes: torch.Tensor, positions: torch.Tensor):
-        """For one structure: the members' predictions (K, n_outputs) and the derivative of their mean with respect
-        to the cubes (n_outputs, N, 1, n, n, n), float64. The Taylor heads are evaluated on `positions` (N, 3)
-        as given, so a graph from positions that require grad is kept through them (their derivative is then
-        one backward, `predict.predict_structure`); the cube part needs no autograd."""
-        values, cube_grad = [], 0
+        """For one structure: the committee mean (n_outputs,), the members' predictions (K, n_outputs, detached)
+        and the derivative of the mean with respect to the cubes (n_outputs, N, 1, n, n, n), float64.
+
+        The Taylor heads are evaluated on `positions` (N, 3) as given, so the mean keeps a graph from positions
+        that require grad through them (their derivative is then one backward, `predict.predict_structure`); the
+        CNN part of the cube derivative is written out (`RadNet.weighted_correction_and_cube_jacobian`), a cube
+        polynomial's comes from one batched autograd call.
+        """
+        corrections, cube_grad = [], 0
         for member in self.members:
-            value, grad = member.value_and_cube_jacobian(cubes)
-            values.append(value)
+            value, grad = member.weighted_correction_and_cube_jacobian(cubes)
+            corrections.append(value)
             cube_grad = cube_grad + grad
-        values = torch.stack(values)
-        heads = [member.taylor for member in self.members]
-        if all(head is not None for head in heads) and len({head.degree for head in heads}) == 1:
-            values = values + TaylorHead.stacked(heads, positions.unsqueeze(0))[:, 0]
+        corrections = torch.stack(corrections)  # (K, n_outputs)
+        cube_grad = cube_grad / len(self.members)
+        # The heads of the mean: the central ones, or every member's with weight 1/K.
+        mean_heads = [self.central] if self.central is not None else list(self.members)
+        heads = 0
+        if self.members[0].polynomial is not None:
+            with torch.no_grad():
+                member_polynomials = torch.stack([member.polynomial(cubes.unsqueeze(0))[0] for member in self.members])
+            heads = heads + member_polynomials
+            if self.central is None:
+                polynomials = [member.polynomial for member in self.members]
+            else:
+                polynomials = [self.central.polynomial]
+            leaf = cubes.detach().to(torch.float64).requires_grad_(True)
+            with torch.enable_grad():
+                polynomial = sum(p(leaf.unsqueeze(0))[0] for p in polynomials) / len(polynomials)
+                eye = torch.eye(len(polynomial), dtype=polynomial.dtype)
+                cube_grad = cube_grad + torch.autograd.grad(polynomial, leaf, eye, is_grads_batched=True)[0]
+            mean_head = polynomial.detach()
         else:
-            values = values + torch.stack([head(positions.unsqueeze(0))[0] if head is not None
-                                           else torch.zeros_like(values[0]) for head in heads])
-        return values, cube_grad / len(self.members)
+            mean_head = 0
+        if self.members[0].taylor is not None:
+            # One stacked evaluation of the mean's heads and the members' (cheap; only the mean's rows get a
+            # cotangent in the backward).
+            taylors = [head.taylor for head in mean_heads] if self.central is not None else []
+            taylors += [member.taylor for member in self.members]
+            stacked = TaylorHead.stacked(taylors, positions.unsqueeze(0))[:, 0]  # (H, n_outputs)
+            member_taylors = stacked[len(stacked) - len(self.members):]
+            heads = heads + member_taylors.detach()
+            mean_head = mean_head + (stacked[0] if self.central is not None else member_taylors.mean(dim=0))
+        values = (corrections + heads).detach()
+        return corrections.mean(dim=0) + mean_head, values, cube_grad
 
     def predict_positions(self, positions, cell, numbers, batch_size: int = 64):
         """Mean and spread (numpy) for configurations (B, N, 3) Bohr of one cell: cubes made here."""
@@ -125,17 +209,17 @@ class Committee(nn.Module):
         """positions (N, 3) Bohr -> committee mean (or one member's) prediction (n_outputs,), pure torch.
 
         For `derivatives.jacobian` / `born_charges` / `chi_derivatives`: the neighbour list is built once at
-        the reference positions (valid within skin/2 of them) and the Taylor head, if any, is included.
+        the reference positions (valid within skin/2 of them) and the heads are included.
         """
         atom_cubes = self.atom_cubes(torch.float64)
         neighbours = atom_cubes.neighbours(reference_positions, cell, skin=skin)
-        members = list(self.members) if member is None else [self.members[member]]
 
         def function(positions):
             positions = torch.as_tensor(positions, dtype=torch.float64)
-            cubes = atom_cubes.evaluate(positions, cell, numbers, neighbours)
-            values = [m(cubes.unsqueeze(0), positions.unsqueeze(0))[0] for m in members]
-            return torch.stack(values).mean(dim=0)
+            cubes = atom_cubes.evaluate(positions, cell, numbers, neighbours).unsqueeze(0)
+            if member is not None:
+                return self.members[member](cubes, positions.unsqueeze(0))[0]
+            return self.mean_and_members(cubes, positions.unsqueeze(0))[0][0]
 
         return function
 
@@ -423,7 +507,8 @@ def train_committee(cubes: torch.Tensor, positions, targets, cell, n_members: in
     With ``member_hyperparameters['taylor'] = {'degree': d, 'n_atoms': N, 'alpha': a}`` and/or
     ``['polynomial'] = {'components': k, 'alpha': a}`` each member fits these frozen heads jointly on its own
     training part (`fit_heads`, `folds` out-of-fold residuals for its CNN) and, when `shrink`, its CNN correction
-    is weighted on its validation part (`shrink_correction`). Without heads the CNN learns the targets themselves
+    is weighted on its validation part (`shrink_correction`); the committee's central heads are fitted on all
+    the configurations (the heads of its mean). Without heads the CNN learns the targets themselves
     and is not shrunk. Returns (committee, results): one `training.TrainingResult` per member, whose
     ``summary`` holds the member's validation MAE with and without its CNN and its weights w.
     """
@@ -432,9 +517,15 @@ def train_committee(cubes: torch.Tensor, positions, targets, cell, n_members: in
     density = dict(density or DEFAULT_DENSITY)
     targets = np.asarray(targets, dtype=float)
     positions = np.asarray(positions, dtype=float)
-    committee = Committee({'n_members': n_members, 'member': member_hp, 'density': density, 'target': target,
-                           'resampling': resampling, 'training': config.as_dict(), 'seed': seed})
     with_heads = bool(member_hp['taylor'] or member_hp['polynomial'])
+    committee = Committee({'n_members': n_members, 'member': member_hp, 'density': density, 'target': target,
+                           'resampling': resampling, 'training': config.as_dict(), 'seed': seed,
+                           'central': with_heads})
+    if with_heads:
+        # The heads of the committee mean, fitted on all the configurations (see `Committee`).
+        head, polynomial, _ = fit_heads(positions, cubes, targets, cell, member_hp['taylor'], member_hp['polynomial'],
+                                        folds=0)
+        committee.central.set_from(head, polynomial)
     results = []
     for k, member in enumerate(committee.members):
         member_seed = seed + 1000 * k

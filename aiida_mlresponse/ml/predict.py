@@ -80,12 +80,13 @@ def predict_structure(committees: dict, positions, cell, numbers, derivatives: b
         density = atom_cubes.evaluate(x, cell, numbers, neighbours)  # (N, 1, n, n, n), graph kept for the chain
         for target, committee in committees.items():
             if derivatives:
-                values, cube_grad = committee.values_and_cube_jacobian(density.detach(), x)
+                mean, values, cube_grad = committee.values_and_cube_jacobian(density.detach(), x)
                 cube_grads.append(cube_grad)
             else:
-                values = committee(density.unsqueeze(0), x.unsqueeze(0))[:, 0]  # (members, n_outputs)
-            means.append(values.mean(dim=0))
-            mean = means[-1].detach().numpy()
+                mean, values = committee.mean_and_members(density.unsqueeze(0), x.unsqueeze(0))
+                mean, values = mean[0], values[:, 0]  # (n_outputs,), (members, n_outputs)
+            means.append(mean)
+            mean = mean.detach().numpy()
             spread = (values.std(dim=0) if len(values) > 1 else torch.zeros_like(values[0])).detach().numpy()
             if target == 'polarization':
                 out['polarization'], out['polarization_spread'] = mean, spread

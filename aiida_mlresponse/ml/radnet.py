@@ -327,24 +327,26 @@ class RadNet(nn.Module):
 
     def forward(self, cubes: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         """Physical prediction (B, n_outputs) in float64; positions (B, N, 3) Bohr needed with a Taylor head."""
-        value = self.residual_weight * self.correction(cubes)
-        if self.polynomial is not None:
-            value = value + self.polynomial(cubes)
-        if self.taylor is not None:
-            if positions is None:
-                raise ValueError('this model has a Taylor head: pass the positions too')
-            value = value + self.taylor(positions)
-        return value
+        return self.residual_weight * self.correction(cubes) + self.heads(cubes, positions)
 
-    def value_and_cube_jacobian(self, cubes: torch.Tensor):
-        """For one structure, cubes (N, 1, n, n, n): the cube-dependent part of ``forward`` (w · correction +
-        cube polynomial, (n_outputs,) float64, without the Taylor head) and its derivative with respect to the
-        cubes (n_outputs, N, 1, n, n, n) float64; the CNN part from `AtomNetwork.value_and_input_jacobian`."""
+    def heads(self, cubes: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """The frozen heads' part of ``forward``, P(cubes) + T(positions) (B, n_outputs) float64 (0 without)."""
+        return evaluate_heads(self.taylor, self.polynomial, cubes, positions, self.n_outputs)
+
+    def weighted_correction_and_cube_jacobian(self, cubes: torch.Tensor):
+        """For one structure, cubes (N, 1, n, n, n): w · correction (n_outputs,) float64 and its derivative with
+        respect to the cubes (n_outputs, N, 1, n, n, n) float64, from `AtomNetwork.value_and_input_jacobian`."""
         normalized = (cubes.to(self.dtype) - self.input_mean) / self.input_scale
         contributions, grad = self.atom_network.value_and_input_jacobian(normalized)
         value = self.residual_weight * (self.output_offset + self.output_scale * contributions.sum(0).to(torch.float64))
         weight = (self.residual_weight * self.output_scale).reshape((-1,) + (1,) * cubes.dim())
-        grad = weight * (grad / self.input_scale).to(torch.float64)
+        return value, weight * (grad / self.input_scale).to(torch.float64)
+
+    def value_and_cube_jacobian(self, cubes: torch.Tensor):
+        """For one structure, cubes (N, 1, n, n, n): the cube-dependent part of ``forward`` (w · correction +
+        cube polynomial, (n_outputs,) float64, without the Taylor head) and its derivative with respect to the
+        cubes (n_outputs, N, 1, n, n, n) float64."""
+        value, grad = self.weighted_correction_and_cube_jacobian(cubes)
         if self.polynomial is not None:
             leaf = cubes.detach().to(torch.float64).requires_grad_(True)
             with torch.enable_grad():
@@ -366,6 +368,18 @@ class RadNet(nn.Module):
     def per_atom_scale_offset(self):
         """(scale, offset) for `derivatives.AtomSumModel` (valid without Taylor and polynomial heads)."""
         return self.residual_weight * self.output_scale, self.residual_weight * self.output_offset
+
+
+def evaluate_heads(taylor, polynomial, cubes: torch.Tensor, positions, n_outputs: int) -> torch.Tensor:
+    """P(cubes) + T(positions) (B, n_outputs) float64 for optional heads (zeros when both are None)."""
+    if taylor is not None and positions is None:
+        raise ValueError('this model has a Taylor head: pass the positions too')
+    value = polynomial(cubes) if polynomial is not None else None
+    if taylor is not None:
+        value = taylor(positions) if value is None else value + taylor(positions)
+    if value is None:
+        value = torch.zeros(cubes.shape[0], n_outputs, dtype=torch.float64, device=cubes.device)
+    return value
 
 
 def _default_residual_weight(state_dict, prefix, *args, **kwargs):

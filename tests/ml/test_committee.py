@@ -171,6 +171,9 @@ def test_fit_committee_on_real_configurations(tmp_path):
     truth_scale = np.abs(targets[test] - targets[test].mean(0)).mean()
     assert np.abs(heads - baseline.predict(data.positions[test])).max() < 0.05 * truth_scale
     assert np.abs(heads[0] - heads[1]).max() > 0
+    # The committee's central head is that baseline (fitted on all 48); its mean adds the members' mean correction.
+    central = committee.central.taylor.baseline().predict(data.positions[test])
+    np.testing.assert_allclose(central, baseline.predict(data.positions[test]), rtol=0, atol=1e-9 * truth_scale)
     mean, spread = committee.predict_positions(data.positions[test], data.cell, data.numbers)
     baseline_mae = np.abs(baseline.predict(data.positions[test]) - targets[test]).mean()
     assert np.abs(mean - targets[test]).mean() < 2.0 * baseline_mae and spread.shape == (12, 3) and (spread > 0).all()
@@ -267,3 +270,111 @@ def test_neighbour_cache_reuses_its_list_within_half_the_skin():
                                atom_cubes(moved, cell, numbers).numpy(), rtol=0, atol=1e-13)
     assert cache.get(atom_cubes, positions + np.array([0.3, 0.0, 0.0]), cell) is not first  # beyond skin/2
     assert cache.get(atom_cubes, positions, 1.01 * cell) is not cache.get(atom_cubes, positions, cell)
+
+
+def _committee_with_central_heads():
+    """An untrained float64 committee with Taylor heads (members and central from different fits) on GaAs."""
+    from aiida_mlresponse.ml.baselines import TaylorBaseline
+    from aiida_mlresponse.physics.crystals import gaas
+    from aiida_mlresponse.physics.units import ANGSTROM_TO_BOHR
+
+    cell, positions, _ = gaas()
+    cell, positions = cell * ANGSTROM_TO_BOHR, positions * ANGSTROM_TO_BOHR
+    rng = np.random.default_rng(5)
+    samples = positions + 0.02 * rng.standard_normal((30, 2, 3))
+    torch.manual_seed(5)
+    committee = Committee({'n_members': 3, 'central': True, 'member': {
+        'preset': 'tiny', 'n_outputs': 3, 'dtype': 'float64', 'taylor': {'degree': 2, 'n_atoms': 2}}})
+    targets = rng.standard_normal((30, 3))
+    for k, member in enumerate(committee.members):
+        member.taylor.set_from(TaylorBaseline(2, 1e-10).fit(samples[k:k + 20], targets[k:k + 20], cell))
+        member.set_input_standardization(torch.rand(10, 2, 1, 9, 9, 9, dtype=torch.float64) * 3)
+    committee.central.taylor.set_from(TaylorBaseline(2, 1e-10).fit(samples, targets, cell))
+    return committee.eval(), cell, samples
+
+
+def test_committee_mean_is_the_central_heads_plus_the_members_mean_correction(tmp_path):
+    """With central heads: mean = central(positions) + mean_k w_k c_k(cubes); spread = the members' std."""
+    from aiida_mlresponse.ml import checkpoint
+
+    committee, cell, samples = _committee_with_central_heads()
+    cubes = committee.atom_cubes(torch.float64).batch(samples[:5], cell, [31, 33])
+    x = torch.as_tensor(samples[:5])
+    with torch.no_grad():
+        mean, spread = committee.predict(cubes, x)
+        members = committee(cubes, x)
+        corrections = torch.stack([m.residual_weight * m.correction(cubes) for m in committee.members])
+        central = committee.central(cubes, x)
+    np.testing.assert_allclose(mean.numpy(), (central + corrections.mean(0)).numpy(), rtol=1e-13)
+    assert members.shape == (3, 5, 3)
+    np.testing.assert_allclose(members.numpy(), np.stack([m(cubes, x).detach().numpy() for m in committee.members]),
+                               rtol=1e-13)
+    np.testing.assert_allclose(spread.numpy(), members.numpy().std(axis=0, ddof=1), rtol=1e-10)
+    assert (spread.numpy() > 0).all()
+    assert np.abs(mean.numpy() - members.numpy().mean(axis=0)).max() > 1e-3 * np.abs(mean.numpy()).max()
+    # The one-structure path (written-out cube Jacobian) gives the same mean and members.
+    for k in range(2):
+        one_mean, one_members, _ = committee.values_and_cube_jacobian(cubes[k], x[k])
+        np.testing.assert_allclose(one_mean.detach().numpy(), mean[k].numpy(), rtol=1e-12)
+        np.testing.assert_allclose(one_members.numpy(), members[:, k].numpy(), rtol=1e-12)
+
+    # Round trip through a weights-only checkpoint.
+    path = checkpoint.save(tmp_path / 'central.pt', committee)
+    again, payload = checkpoint.load(path)
+    assert payload['hyperparameters']['central'] is True
+    assert any(key.startswith('central.taylor.') for key in payload['state_dict'])
+    with torch.no_grad():
+        np.testing.assert_allclose(again.predict(cubes, x)[0].numpy(), mean.numpy(), rtol=0, atol=0)
+
+    # A checkpoint from before the central heads (no 'central' key, no central tensors) loads as it was written:
+    # its mean is the members' mean.
+    old = dict(payload, hyperparameters={k: v for k, v in payload['hyperparameters'].items() if k != 'central'},
+               state_dict={k: v for k, v in payload['state_dict'].items() if not k.startswith('central.')})
+    torch.save(old, tmp_path / 'old.pt')
+    legacy, _ = checkpoint.load(tmp_path / 'old.pt')
+    assert legacy.central is None
+    with torch.no_grad():
+        legacy_mean, legacy_spread = legacy.predict(cubes, x)
+    np.testing.assert_allclose(legacy_mean.numpy(), members.numpy().mean(axis=0), rtol=1e-13)
+    np.testing.assert_allclose(legacy_spread.numpy(), spread.numpy(), rtol=1e-12)
+    # Central heads announced but missing from the file: refused, naming the missing tensors.
+    torch.save(dict(old, hyperparameters=payload['hyperparameters']), tmp_path / 'broken.pt')
+    with pytest.raises(RuntimeError, match='central.taylor'):
+        checkpoint.load(tmp_path / 'broken.pt')
+    with pytest.raises(ValueError, match='central heads need'):
+        Committee({'n_members': 2, 'central': True, 'member': {'preset': 'tiny'}})
+
+
+def test_train_committee_fits_the_central_heads_on_all_the_data():
+    """train_committee: the central Taylor head is the baseline fitted on every configuration; each member's head
+    is fitted on its own 80 %, so the members differ and the spread is theirs."""
+    from aiida_mlresponse.ml.baselines import TaylorBaseline
+    from aiida_mlresponse.ml.datasets import load_radnet_h5
+
+    from ..conftest import RADNET_DATA
+
+    data = load_radnet_h5(RADNET_DATA / 'GaAs.h5').subset(np.arange(40))
+    targets = data.targets('polarization')
+    cubes = Committee({'n_members': 1, 'member': {'preset': 'tiny'}}).atom_cubes().batch(data.positions, data.cell,
+                                                                                         data.numbers)
+    committee, _ = train_committee(
+        cubes, data.positions, targets, data.cell, n_members=2, resampling='split', folds=0,
+        member_hyperparameters={'preset': 'tiny', 'n_outputs': 3, 'taylor': {'degree': 2, 'n_atoms': 2,
+                                                                           'alpha': 1e-8}},
+        config=TrainingConfig(epochs=1, batch_size=16), log=None)
+    assert committee.hyperparameters['central'] is True
+    baseline = TaylorBaseline(2, 1e-8).fit(data.positions, targets, data.cell)
+    x = torch.as_tensor(data.positions)
+    with torch.no_grad():
+        central = committee.central(cubes, x).numpy()
+        mean, spread = committee.predict(cubes, x)
+        members = committee(cubes, x).numpy()
+        corrections = torch.stack([m.residual_weight * m.correction(cubes) for m in committee.members]).mean(0)
+    scale = np.abs(targets - targets.mean(0)).mean()
+    np.testing.assert_allclose(central, baseline.predict(data.positions), rtol=0, atol=1e-9 * scale)
+    np.testing.assert_allclose(mean.numpy(), central + corrections.numpy(), rtol=1e-13, atol=0)
+    member_heads = np.stack([m.taylor.baseline().predict(data.positions) for m in committee.members])
+    assert np.abs(member_heads[0] - member_heads[1]).max() > 1e-6 * scale
+    np.testing.assert_allclose(spread.numpy(), members.std(axis=0, ddof=1), rtol=1e-10,
+                               atol=1e-14 * np.abs(members).max())  # P ~1e9 times its spread: rounding
+    assert (spread.numpy() > 0).all()

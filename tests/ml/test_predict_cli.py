@@ -62,8 +62,9 @@ def test_predict_radnet_h5_and_wrong_cell_refused(gaas_model, tmp_path):
     assert result.exit_code != 0 and 'does not have the cell and atom list' in result.output
 
 
-def _committee(n_outputs, seed):
-    """An untrained committee with a Taylor head on GaAs (float64 members, so derivatives compare tightly)."""
+def _committee(n_outputs, seed, central=False):
+    """An untrained committee with a Taylor head on GaAs (float64 members, so derivatives compare tightly);
+    with `central`, central heads of their own (another fit), so the mean is not the members' mean."""
     import torch
 
     from aiida_mlresponse.ml.baselines import TaylorBaseline
@@ -77,23 +78,28 @@ def _committee(n_outputs, seed):
     samples = positions + 0.02 * rng.standard_normal((30, 2, 3))
     torch.manual_seed(seed)
     committee = Committee({'n_members': 3, 'member': {'preset': 'tiny', 'n_outputs': n_outputs, 'dtype': 'float64',
-                                                       'taylor': {'degree': 3, 'n_atoms': 2}}})
+                                                       'taylor': {'degree': 3, 'n_atoms': 2}}, 'central': central})
     for member in committee.members:
         member.taylor.set_from(TaylorBaseline(3, 1e-10).fit(samples, rng.standard_normal((30, n_outputs)), cell))
+    if central:
+        committee.central.taylor.set_from(TaylorBaseline(3, 1e-10).fit(samples, rng.standard_normal((30, n_outputs)),
+                                                                       cell))
         member.set_input_standardization(torch.rand(10, 2, 1, 9, 9, 9, dtype=torch.float64) * 3)
         with torch.no_grad():
             member.output_offset.copy_(torch.as_tensor(rng.standard_normal(n_outputs)))
     return committee.eval(), cell, samples
 
 
-def test_predict_structure_agrees_with_predict_response_and_chi_derivatives():
-    """One shared density and graph for P and ε∞ gives what the per-model functions give."""
+@pytest.mark.parametrize('central', [False, True])
+def test_predict_structure_agrees_with_predict_response_and_chi_derivatives(central):
+    """One shared density and graph for P and ε∞ gives what the per-model functions give (autograd through
+    the committee's position function), with and without central heads."""
     from aiida_mlresponse.ml.committee import NeighbourCache
     from aiida_mlresponse.ml.derivatives import chi_derivatives
     from aiida_mlresponse.ml.predict import predict_response, predict_structure
 
-    p_committee, cell, samples = _committee(3, 0)
-    e_committee, _, _ = _committee(6, 1)
+    p_committee, cell, samples = _committee(3, 0, central)
+    e_committee, _, _ = _committee(6, 1, central)
     numbers = [31, 33]
     cache = NeighbourCache()
     for positions in samples[:3]:
