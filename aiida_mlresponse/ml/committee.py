@@ -58,6 +58,9 @@ class CentralHeads(nn.Module):
     """The committee's own frozen heads (Taylor polynomial and/or cube polynomial), fitted on ALL its training data.
 
     Same shapes as a member's heads (``member`` hyperparameters); value P(cubes) + T(positions), float64.
+    ``correction_weight`` (n_outputs,) in [0, 1] weights the members' mean CNN correction in the committee mean:
+    its least-squares weight against the out-of-fold residuals of these heads, on the configurations each member
+    held out (`train_committee`), so CNNs that do not help on unseen configurations leave the mean at the heads.
     """
 
     def __init__(self, member_hyperparameters: dict):
@@ -67,6 +70,7 @@ class CentralHeads(nn.Module):
         taylor, polynomial = hp['taylor'], hp['polynomial']
         self.taylor = TaylorHead(taylor['degree'], taylor['n_atoms'], hp['n_outputs']) if taylor else None
         self.polynomial = CubePolynomial(polynomial['components'], hp['cube_size'], hp['n_outputs']) if polynomial else None
+        self.register_buffer('correction_weight', torch.ones(hp['n_outputs'], dtype=torch.float64))
 
     def forward(self, cubes: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         return evaluate_heads(self.taylor, self.polynomial, cubes, positions, self.n_outputs)
@@ -92,8 +96,8 @@ class Committee(nn.Module):
     committee was given, so their average is a slightly worse head than one fitted on all of it; with
     ``hyperparameters['central'] = True`` (what `train_committee` makes whenever members have heads) the
     committee holds such ``central`` heads, fitted on all its training data, and its mean is
-    ``central(cubes, positions) + mean_k w_k · correction_k(cubes)``: the best head plus the members' mean CNN
-    correction. Without it (no heads, or checkpoints written before ``central`` existed, which load unchanged) the
+    ``central(cubes, positions) + W · mean_k w_k · correction_k(cubes)``: the best head plus the members' mean CNN
+    correction, weighted by W = ``central.correction_weight`` (fitted out of bag, see `CentralHeads`). Without it (no heads, or checkpoints written before ``central`` existed, which load unchanged) the
     mean is the members' mean.
     """
 
@@ -135,7 +139,7 @@ class Committee(nn.Module):
         members = corrections + torch.stack([member.heads(cubes, positions) for member in self.members])
         if self.central is None:
             return members.mean(dim=0), members
-        return self.central(cubes, positions) + corrections.mean(dim=0), members
+        return self.central(cubes, positions) + self.central.correction_weight * corrections.mean(dim=0), members
 
     def predict(self, cubes, positions=None):
         """(mean, spread): the committee mean and the members' standard deviation (ddof 1), (B, n_outputs) float64."""
@@ -159,6 +163,11 @@ class Committee(nn.Module):
             cube_grad = cube_grad + grad
         corrections = torch.stack(corrections)  # (K, n_outputs)
         cube_grad = cube_grad / len(self.members)
+        correction = corrections.mean(dim=0)
+        if self.central is not None:
+            weight = self.central.correction_weight
+            correction = weight * correction
+            cube_grad = weight.reshape((-1,) + (1,) * cubes.dim()) * cube_grad
         # The heads of the mean: the central ones, or every member's with weight 1/K.
         mean_heads = [self.central] if self.central is not None else list(self.members)
         heads = 0
@@ -188,7 +197,7 @@ class Committee(nn.Module):
             heads = heads + member_taylors.detach()
             mean_head = mean_head + (stacked[0] if self.central is not None else member_taylors.mean(dim=0))
         values = (corrections + heads).detach()
-        return corrections.mean(dim=0) + mean_head, values, cube_grad
+        return correction + mean_head, values, cube_grad
 
     def predict_positions(self, positions, cell, numbers, batch_size: int = 64):
         """Mean and spread (numpy) for configurations (B, N, 3) Bohr of one cell: cubes made here."""
@@ -464,14 +473,18 @@ def shrink_correction(model: RadNet, cubes: torch.Tensor, residual, indices) -> 
     indices = torch.as_tensor(np.asarray(indices), dtype=torch.long)
     with torch.no_grad():
         correction = torch.cat([model.correction(cubes[chunk].to(model.dtype)) for chunk in indices.split(256)]).numpy()
-    residual = np.asarray(residual, dtype=float)[indices.numpy()]
-    denominator = (correction * correction).sum(axis=0)
-    weight = np.where(denominator > 0, (residual * correction).sum(axis=0) / np.where(denominator > 0, denominator, 1),
-                      0.0)
-    weight = np.clip(weight, 0.0, 1.0)
+    weight = least_squares_weight(correction, np.asarray(residual, dtype=float)[indices.numpy()])
     with torch.no_grad():
         model.residual_weight.copy_(torch.as_tensor(weight))
     return weight
+
+
+def least_squares_weight(correction, residual) -> np.ndarray:
+    """Per component, clip(<r, c> / <c, c>, 0, 1) over rows (0 where the correction is 0)."""
+    denominator = (correction * correction).sum(axis=0)
+    weight = np.where(denominator > 0, (residual * correction).sum(axis=0) / np.where(denominator > 0, denominator, 1),
+                      0.0)
+    return np.clip(weight, 0.0, 1.0)
 
 
 def train_member(model: RadNet, cubes: torch.Tensor, residual: np.ndarray, train_indices, validation_indices,
@@ -522,10 +535,13 @@ def train_committee(cubes: torch.Tensor, positions, targets, cell, n_members: in
                            'resampling': resampling, 'training': config.as_dict(), 'seed': seed,
                            'central': with_heads})
     if with_heads:
-        # The heads of the committee mean, fitted on all the configurations (see `Committee`).
-        head, polynomial, _ = fit_heads(positions, cubes, targets, cell, member_hp['taylor'], member_hp['polynomial'],
-                                        folds=0)
+        # The heads of the committee mean, fitted on all the configurations (see `Committee`), and their
+        # out-of-fold residuals, against which the members' mean correction is weighted below.
+        head, polynomial, central_residual = fit_heads(positions, cubes, targets, cell, member_hp['taylor'],
+                                                       member_hp['polynomial'], folds, seed)
         committee.central.set_from(head, polynomial)
+        held_out_correction = np.zeros_like(targets)
+        held_out_count = np.zeros(len(targets))
     results = []
     for k, member in enumerate(committee.members):
         member_seed = seed + 1000 * k
@@ -574,6 +590,12 @@ def train_committee(cubes: torch.Tensor, positions, targets, cell, n_members: in
             summary['validation_mae'] = summary['validation_mae_unshrunk']
         result.summary.update(summary)
         results.append(result)
+        if with_heads:
+            # This member's (shrunk) correction on the configurations it never trained on.
+            with torch.no_grad():
+                held_out_correction[validation_indices] += (member.residual_weight * member.correction(
+                    cubes[torch.as_tensor(validation_indices)].to(member.dtype))).numpy()
+            np.add.at(held_out_count, validation_indices, 1.0)
         if log:
             weights = f', CNN weight {", ".join(f"{w:.2f}" for w in summary["residual_weight"])}' \
                 if 'residual_weight' in summary else ''
@@ -581,6 +603,17 @@ def train_committee(cubes: torch.Tensor, positions, targets, cell, n_members: in
                 f'validation MAE head {summary["validation_mae_head"]:.4e}, with CNN '
                 f'{summary["validation_mae_unshrunk"]:.4e}, shrunk {summary["validation_mae"]:.4e}{weights}; '
                 f'{time.perf_counter() - start:.1f} s')
+    if with_heads:
+        # Out-of-bag weight of the mean correction: on each configuration held out by some member, those members'
+        # mean correction against the central heads' out-of-fold residual (in-sample if folds < 2).
+        seen = held_out_count > 0
+        weight = (least_squares_weight(held_out_correction[seen] / held_out_count[seen, None], central_residual[seen])
+                  if seen.any() else np.zeros(targets.shape[1]))
+        with torch.no_grad():
+            committee.central.correction_weight.copy_(torch.as_tensor(weight))
+        if log:
+            log(f'committee mean: central heads + members\' mean CNN correction with weight '
+                f'{", ".join(f"{w:.2f}" for w in weight)} (out of bag, {int(seen.sum())} configurations)')
     return committee, results
 
 

@@ -290,11 +290,12 @@ def _committee_with_central_heads():
         member.taylor.set_from(TaylorBaseline(2, 1e-10).fit(samples[k:k + 20], targets[k:k + 20], cell))
         member.set_input_standardization(torch.rand(10, 2, 1, 9, 9, 9, dtype=torch.float64) * 3)
     committee.central.taylor.set_from(TaylorBaseline(2, 1e-10).fit(samples, targets, cell))
+    committee.central.correction_weight.copy_(torch.tensor([1.0, 0.5, 0.0]))
     return committee.eval(), cell, samples
 
 
 def test_committee_mean_is_the_central_heads_plus_the_members_mean_correction(tmp_path):
-    """With central heads: mean = central(positions) + mean_k w_k c_k(cubes); spread = the members' std."""
+    """With central heads: mean = central(positions) + W mean_k w_k c_k(cubes); spread = the members' std."""
     from aiida_mlresponse.ml import checkpoint
 
     committee, cell, samples = _committee_with_central_heads()
@@ -305,7 +306,9 @@ def test_committee_mean_is_the_central_heads_plus_the_members_mean_correction(tm
         members = committee(cubes, x)
         corrections = torch.stack([m.residual_weight * m.correction(cubes) for m in committee.members])
         central = committee.central(cubes, x)
-    np.testing.assert_allclose(mean.numpy(), (central + corrections.mean(0)).numpy(), rtol=1e-13)
+    weight = committee.central.correction_weight
+    np.testing.assert_allclose(mean.numpy(), (central + weight * corrections.mean(0)).numpy(), rtol=1e-13)
+    np.testing.assert_allclose(mean[:, 2].numpy(), central[:, 2].numpy(), rtol=1e-15)  # W = 0: the heads alone
     assert members.shape == (3, 5, 3)
     np.testing.assert_allclose(members.numpy(), np.stack([m(cubes, x).detach().numpy() for m in committee.members]),
                                rtol=1e-13)
@@ -347,7 +350,9 @@ def test_committee_mean_is_the_central_heads_plus_the_members_mean_correction(tm
 
 def test_train_committee_fits_the_central_heads_on_all_the_data():
     """train_committee: the central Taylor head is the baseline fitted on every configuration; each member's head
-    is fitted on its own 80 %, so the members differ and the spread is theirs."""
+    is fitted on its own 80 %, so the members differ and the spread is theirs; the members' mean correction is
+    weighted by its least-squares weight on the configurations the members held out."""
+    from aiida_mlresponse.ml.committee import least_squares_weight, resample
     from aiida_mlresponse.ml.baselines import TaylorBaseline
     from aiida_mlresponse.ml.datasets import load_radnet_h5
 
@@ -372,7 +377,20 @@ def test_train_committee_fits_the_central_heads_on_all_the_data():
         corrections = torch.stack([m.residual_weight * m.correction(cubes) for m in committee.members]).mean(0)
     scale = np.abs(targets - targets.mean(0)).mean()
     np.testing.assert_allclose(central, baseline.predict(data.positions), rtol=0, atol=1e-9 * scale)
-    np.testing.assert_allclose(mean.numpy(), central + corrections.numpy(), rtol=1e-13, atol=0)
+    weight = committee.central.correction_weight.numpy()
+    assert ((0 <= weight) & (weight <= 1)).all()
+    np.testing.assert_allclose(mean.numpy(), central + weight * corrections.numpy(), rtol=1e-13, atol=0)
+    # The weight, recomputed: members' shrunk corrections averaged over the members that held each configuration
+    # out, against the residual of the central head (in-sample here: folds=0).
+    held_out, count = np.zeros_like(targets), np.zeros(len(targets))
+    for k, member in enumerate(committee.members):
+        _, validation = resample(len(targets), 1000 * k, 'split', 0.2)
+        with torch.no_grad():
+            held_out[validation] += (member.residual_weight * member.correction(cubes[validation])).numpy()
+        count[validation] += 1
+    seen = count > 0
+    expected = least_squares_weight(held_out[seen] / count[seen, None], (targets - central)[seen])
+    np.testing.assert_allclose(weight, expected, rtol=1e-6, atol=1e-9)
     member_heads = np.stack([m.taylor.baseline().predict(data.positions) for m in committee.members])
     assert np.abs(member_heads[0] - member_heads[1]).max() > 1e-6 * scale
     np.testing.assert_allclose(spread.numpy(), members.std(axis=0, ddof=1), rtol=1e-10,

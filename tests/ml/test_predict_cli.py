@@ -81,12 +81,13 @@ def _committee(n_outputs, seed, central=False):
                                                        'taylor': {'degree': 3, 'n_atoms': 2}}, 'central': central})
     for member in committee.members:
         member.taylor.set_from(TaylorBaseline(3, 1e-10).fit(samples, rng.standard_normal((30, n_outputs)), cell))
-    if central:
-        committee.central.taylor.set_from(TaylorBaseline(3, 1e-10).fit(samples, rng.standard_normal((30, n_outputs)),
-                                                                       cell))
         member.set_input_standardization(torch.rand(10, 2, 1, 9, 9, 9, dtype=torch.float64) * 3)
         with torch.no_grad():
             member.output_offset.copy_(torch.as_tensor(rng.standard_normal(n_outputs)))
+    if central:
+        committee.central.taylor.set_from(TaylorBaseline(3, 1e-10).fit(samples, rng.standard_normal((30, n_outputs)),
+                                                                       cell))
+        committee.central.correction_weight.copy_(torch.as_tensor(rng.uniform(0.0, 1.0, n_outputs)))
     return committee.eval(), cell, samples
 
 
