@@ -26,13 +26,15 @@ AD and torch.func transforms.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 __all__ = ['AtomCubes', 'NeighbourList', 'neighbour_pairs']
+
+#: (centre atom, bin offset, slot) triples per block of `neighbour_pairs` (bounds its memory for large cells).
+_PAIR_BLOCK = 1 << 20
 
 
 def neighbour_pairs(positions, cell, cutoff: float):
@@ -68,27 +70,30 @@ def neighbour_pairs(positions, cell, cutoff: float):
     table = np.full((len(counts), max(1, counts.max())), -1, dtype=np.int64)
     table[flat[order], slot] = order
 
-    centre = np.arange(n_atoms)
+    # Every (centre atom, bin offset, slot) at once, in blocks of centre atoms that bound the memory. The
+    # offsets of small cells reach several images of the same bin: each is a distinct image vector.
+    offsets = np.stack(np.meshgrid(*(np.arange(-r, r + 1) for r in reach), indexing='ij'), axis=-1).reshape(-1, 3)
+    block = max(1, _PAIR_BLOCK // (len(offsets) * table.shape[1]))
     found_i, found_j, found_shift = [], [], []
-    for offset in itertools.product(*(range(-r, r + 1) for r in reach)):
-        target = bins + np.array(offset)
+    for first in range(0, n_atoms, block):
+        centre = np.arange(first, min(first + block, n_atoms))
+        target = bins[centre, None, :] + offsets  # (C, O, 3)
         bin_shift = np.floor_divide(target, n_bins)
         target -= bin_shift * n_bins
-        candidates = table[np.ravel_multi_index(target.T, n_bins)]  # (N, max occupancy)
-        i = np.broadcast_to(centre[:, None], candidates.shape)
-        vectors = wrapped[candidates] + (bin_shift @ cell)[:, None, :] - wrapped[i]
+        candidates = table[np.ravel_multi_index(target.reshape(-1, 3).T, n_bins)].reshape(target.shape[:2] + (-1,))
+        vectors = wrapped[candidates] + (bin_shift @ cell)[:, :, None, :] - wrapped[centre, None, None, :]
         keep = (candidates >= 0) & (np.einsum('...k,...k->...', vectors, vectors) < cutoff**2)
-        i, j = i[keep], candidates[keep]
-        # Image vector in terms of the unwrapped input positions.
-        found_shift.append(np.broadcast_to(bin_shift[:, None, :], candidates.shape + (3,))[keep] + wrap[i] - wrap[j])
+        # nonzero runs over (centre, offset, slot) in order: the pairs come sorted by i.
+        c, o, _ = np.nonzero(keep)
+        i, j = centre[c], candidates[keep]
         found_i.append(i)
         found_j.append(j)
-
+        # Image vector in terms of the unwrapped input positions.
+        found_shift.append(bin_shift[c, o] + wrap[i] - wrap[j])
     i = np.concatenate(found_i)
     j = np.concatenate(found_j)
     shift = np.concatenate(found_shift).astype(np.int64)
-    order = np.argsort(i, kind='stable')
-    return i[order], j[order], shift[order]
+    return i, j, shift
 
 
 @dataclass
