@@ -174,3 +174,56 @@ def test_float32_and_bad_arguments():
         AtomCubes(n=8)
     with pytest.raises(ValueError, match='positive'):
         AtomCubes(sigma=0)
+
+
+def _looped_neighbour_pairs(positions, cell, cutoff):
+    """The earlier implementation (one numpy pass per bin offset, then a stable sort by centre): the reference
+    for the vectorized `neighbour_pairs`, which must return the same pairs in the same order."""
+    fractional = positions @ np.linalg.inv(cell)
+    wrap = np.floor(fractional)
+    fractional -= wrap
+    wrapped = fractional @ cell
+    spacing = abs(np.linalg.det(cell)) / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
+    n_bins = np.maximum(1, np.floor(spacing / cutoff).astype(int))
+    reach = np.ceil(cutoff * n_bins / spacing - 1e-12).astype(int)
+    bins = np.minimum((fractional * n_bins).astype(int), n_bins - 1)
+    flat = np.ravel_multi_index(bins.T, n_bins)
+    order = np.argsort(flat, kind='stable')
+    counts = np.bincount(flat, minlength=int(np.prod(n_bins)))
+    slot = np.arange(len(positions)) - np.concatenate([[0], np.cumsum(counts)[:-1]])[flat[order]]
+    table = np.full((len(counts), max(1, counts.max())), -1, dtype=np.int64)
+    table[flat[order], slot] = order
+    found = []
+    for offset in itertools.product(*(range(-r, r + 1) for r in reach)):
+        target = bins + np.array(offset)
+        bin_shift = np.floor_divide(target, n_bins)
+        target -= bin_shift * n_bins
+        candidates = table[np.ravel_multi_index(target.T, n_bins)]
+        i = np.broadcast_to(np.arange(len(positions))[:, None], candidates.shape)
+        vectors = wrapped[candidates] + (bin_shift @ cell)[:, None, :] - wrapped[i]
+        keep = (candidates >= 0) & ((vectors**2).sum(-1) < cutoff**2)
+        i, j = i[keep], candidates[keep]
+        shift = np.broadcast_to(bin_shift[:, None, :], candidates.shape + (3,))[keep] + wrap[i] - wrap[j]
+        found.append((i, j, shift))
+    i, j, shift = (np.concatenate(parts) for parts in zip(*found))
+    order = np.argsort(i, kind='stable')
+    return i[order], j[order], shift[order].astype(np.int64)
+
+
+@pytest.mark.parametrize('block', [None, 7])
+def test_vectorized_neighbour_pairs_equal_the_looped_ones(block, monkeypatch):
+    """Same (i, j, S) in the same order as the per-offset loop: small cells (many images), a skewed cell with
+    atoms outside it, and a 128-atom cell (several bins); `block` forces several blocks of centre atoms."""
+    from aiida_mlresponse.ml import density
+
+    if block is not None:
+        monkeypatch.setattr(density, '_PAIR_BLOCK', block * 27 * 8)
+    cell, positions, _ = gaas_bohr()
+    skewed, skewed_positions, _ = random_triclinic(4, n_atoms=5)
+    grid = np.array(list(np.ndindex(4, 4, 4))) @ cell
+    big = (grid[:, None] + positions[None]).reshape(-1, 3) + np.random.default_rng(3).normal(0, 0.05, (128, 3))
+    cases = [(positions, cell, 12.5), (skewed_positions + np.array([-9.0, 2.0, 15.0]), skewed, 9.0),
+             (big, 4 * cell, 10.0)]
+    for x, c, cutoff in cases:
+        for ours, reference in zip(neighbour_pairs(x, c, cutoff), _looped_neighbour_pairs(x, c, cutoff)):
+            np.testing.assert_array_equal(ours, reference)
