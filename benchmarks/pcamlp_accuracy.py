@@ -81,16 +81,25 @@ def evaluate(args, data, train, test, fields_names, label):
     torch.manual_seed(args.seed)
     model, history = pm.fit_pcamlp(
         d_train, scalars, fields,
-        {'n_members': args.members, 'pca_components': args.pca, 'coefficient_scaling': args.coefficient_scaling},
+        {'n_members': args.members, 'pca_components': args.pca, 'coefficient_scaling': args.coefficient_scaling,
+         'field_hidden': args.field_hidden},
         epochs=args.epochs, lbfgs_iterations=args.lbfgs, field_epochs=args.field_epochs,
-        field_lbfgs_iterations=args.field_lbfgs, l2=args.l2, seed=args.seed,
+        field_lbfgs_iterations=args.field_lbfgs, batch_size=args.batch_size, field_batch_size=args.field_batch_size,
+        l2=args.l2, refit_output=not args.no_refit, seed=args.seed,
         log=print if args.verbose else None, log_every=100)
     t0 = time.perf_counter()
     pred = model.predict(d_test, coefficients=True)
     predict_seconds = time.perf_counter() - t0
     row = {'n_train': int(len(d_train)), 'n_test': int(len(d_test)), 'train_seconds': history['train_seconds'],
+           'train_cpu_seconds': history.get('train_cpu_seconds'), 'pca_cpu_seconds': history.get('pca_cpu_seconds'),
+           'pca_seconds': history['pca_seconds'],
            'scalar_train_seconds': history['scalars']['seconds'],
            'field_train_seconds': history.get('fields', {}).get('seconds'),
+           'train_seconds_by_stage': {stage: {key: history[stage].get(key) for key in
+                                              ('seconds', 'cpu_seconds', 'adam_seconds', 'lbfgs_seconds',
+                                               'epochs_run', 'lbfgs_iterations')}
+                                      for stage in ('scalars', 'fields') if stage in history},
+           'load_average_after_training': os.getloadavg(),
            'predict_seconds_test_set': predict_seconds,
            'pca_dims': model.hyperparameters['pca_dims'],
            'pca_explained_variance': history['pca_explained_variance']}
@@ -183,7 +192,9 @@ def main():
     parser.add_argument('--data', default=str(MG_DATA))
     parser.add_argument('--synthetic', type=int, default=0, help='use N analytic configurations (NOT Mg)')
     parser.add_argument('--train-sizes', type=int, nargs='+', default=[250, 500, 1000, 2000])
-    parser.add_argument('--test-size', type=int, default=500)
+    parser.add_argument('--test-size', type=int, default=500, help='the fewest test configurations accepted')
+    parser.add_argument('--test-rest', action='store_true',
+                        help='test on every configuration outside the largest training set (not only --test-size)')
     parser.add_argument('--members', type=int, default=5)
     parser.add_argument('--pca', type=float, default=50)
     parser.add_argument('--coefficient-scaling', default='field', choices=['field', 'component'])
@@ -191,6 +202,10 @@ def main():
     parser.add_argument('--lbfgs', type=int, default=1000)
     parser.add_argument('--field-epochs', type=int, default=100)
     parser.add_argument('--field-lbfgs', type=int, default=200)
+    parser.add_argument('--batch-size', type=int, default=128)
+    parser.add_argument('--field-batch-size', type=int, default=None)
+    parser.add_argument('--field-hidden', type=int, nargs='+', default=[500, 500])
+    parser.add_argument('--no-refit', action='store_true', help='no ridge refit of the output layers')
     parser.add_argument('--l2', type=float, default=1e-4)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--threads', type=int, default=1)
@@ -220,10 +235,17 @@ def main():
     n = len(data['D'])
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(n)
-    n_test = min(args.test_size, n // 2)
-    sizes = [s for s in args.train_sizes if s <= n - n_test] or [n - n_test]
+    # a training size is run only if at least --test-size configurations are left for the test set
+    sizes = [s for s in args.train_sizes if n - s >= args.test_size]
+    skipped = {str(s): f'{n} configurations leave {n - s} < {args.test_size} for the test set'
+               for s in args.train_sizes if s not in sizes}
+    if sizes:
+        n_test = n - max(sizes) if args.test_rest else args.test_size
+    else:  # too few configurations for any asked size: half and half, flagged in the JSON
+        sizes, n_test = [n // 2], n - n // 2
+        skipped['fallback'] = f'no asked training size fits; trained on {n // 2}, tested on {n_test}'
     test = order[:n_test]
-    print(f'data: {source}; test set {n_test} configurations; training sizes {sizes}')
+    print(f'data: {source}; test set {n_test} configurations; training sizes {sizes}; skipped {skipped}')
     rows, extras = [], None
     for size in sizes:
         train = order[n_test:n_test + size]
@@ -254,11 +276,14 @@ def main():
                   f'min Hessian eigenvalue along path {min(c["min_hessian_eigenvalue_Ha"]):.3g} Ha')
     result = {
         'data': source, 'is_mg_dft': not args.synthetic,
-        'machine': f'{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
+        'machine': f'{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores '
+                   f'shared with other jobs (load average {os.getloadavg()[0]:.2f} at the end), '
                    f'torch threads {args.threads}, CPU',
         'settings': {k: v for k, v in vars(args).items() if k not in ('data',)},
         'units': 'energies mHa per 4-atom cell, NRMSE percent (RMSE / range of the truth, per configuration), '
                  'positions Bohr, stress GPa, times s',
+        'n_configurations_available': int(n), 'n_test': int(n_test), 'train_sizes_run': sizes,
+        'train_sizes_skipped': skipped,
         'seed_paper': SEED_PAPER, 'target': {'F_mae_mHa': 0.05, 'max_train': 1000},
         'rows': rows, 'uniaxial_paths': curves, 'plots': [str(p.relative_to(ROOT)) for p in pngs.values()],
     }

@@ -8,9 +8,10 @@ Map D = (λa, λb, λc, θa, θb, θc) (angles in degrees, as in `physics.strain
     reconstruction by the PCA basis.
 Inputs and outputs are standardized (zero mean, unit variance) as in the seed.
 
-A committee of K members gives a mean and a spread for every output, fields included. The K members
-are stored as stacked weights (K, n_in, n_out) and run as one batched matrix product, so a committee
-costs one pass, not K, in training and in evaluation; each member has its own initialisation and its
+A committee of K members gives a mean and a spread for every output, fields included. All heads x
+members are stored as one stack of weights (n_heads K, n_in, n_out) and all fields x members as
+another, each run as one batched matrix product per layer, so a committee costs one pass, not K (nor
+one per head or field), in training and in evaluation; each member has its own initialisation and its
 own bootstrap sample, and keeps the weights of its lowest out-of-bag validation loss.
 
 The model is a plain `torch.nn.Module` whose whole state is tensors (`state_dict`) plus a JSON-able
@@ -45,15 +46,34 @@ def fit_field_pca(samples: np.ndarray, n_components: int | float = 50, seed: int
     """PCA of one field over samples (N, n_points): (mean (n_points,), components (d, n_points), explained ratio).
 
     ``n_components`` an int is d; a float in (0, 1) picks the smallest d whose explained variance
-    reaches that fraction (scikit-learn semantics). Computed in float64 for a clean basis.
+    reaches that fraction (scikit-learn semantics). Float64. The same principal components as
+    scikit-learn's full SVD, from the eigenvectors of the N x N Gram matrix (fields have far more
+    points than there are samples: 1000 x 20480 takes ~1 s this way, ~90 s by a full SVD), refined by
+    one Rayleigh-Ritz step so the basis is orthonormal to machine precision. ``seed`` is unused
+    (the method is deterministic); it stays for callers that pass it.
     """
-    from sklearn.decomposition import PCA
-
     x = np.asarray(samples, dtype=np.float64).reshape(len(samples), -1)
-    if isinstance(n_components, int):
-        n_components = min(n_components, x.shape[0], x.shape[1])
-    pca = PCA(n_components=n_components, svd_solver='full', random_state=seed).fit(x)
-    return pca.mean_, pca.components_, pca.explained_variance_ratio_
+    mean = x.mean(axis=0)
+    xc = x - mean
+    n, p = xc.shape
+    if n <= p:
+        eigenvalues, vectors = np.linalg.eigh(xc @ xc.T)
+        basis_of = lambda d: xc.T @ vectors[:, ::-1][:, :d]  # noqa: E731  (p, d), spans the top d
+    else:
+        eigenvalues, vectors = np.linalg.eigh(xc.T @ xc)
+        basis_of = lambda d: vectors[:, ::-1][:, :d]  # noqa: E731
+    eigenvalues = np.clip(eigenvalues[::-1], 0.0, None)
+    total = float((xc**2).sum())
+    if isinstance(n_components, (int, np.integer)):
+        d = int(min(n_components, n, p))
+    else:
+        cumulative = np.cumsum(eigenvalues) / total
+        d = int(min(np.searchsorted(cumulative, n_components, side='right') + 1, n, p))
+    q = np.linalg.qr(basis_of(d))[0]
+    # Rayleigh-Ritz: the principal directions inside span(q), ordered, exactly orthonormal
+    _, singular, right = np.linalg.svd(xc @ q, full_matrices=False)
+    components = right @ q.T
+    return mean, components, singular**2 / total
 
 
 def pca_project(samples, mean, components):
@@ -91,10 +111,11 @@ def nrmse(predicted, true, axis=None):
 
 
 class StackedMLP(nn.Module):
-    """K independent MLPs with the same layer sizes, evaluated as one batched product.
+    """M independent MLPs with the same layer sizes, evaluated as one batched product per layer.
 
-    Input (B, n_in) (the same points for every member) or (K, B, n_in); output (K, B, n_out).
-    tanh between layers, linear output; Glorot-uniform weights (the Keras default the seed used).
+    Input (B, n_in) (the same points for every member) or (M, B, n_in); output (M, B, n_out).
+    `members` (a slice) runs only those members, on views of the weights. tanh between layers,
+    linear output; Glorot-uniform weights (the Keras default the seed used).
     """
 
     def __init__(self, n_members: int, sizes: list[int], generator: torch.Generator | None = None):
@@ -108,23 +129,52 @@ class StackedMLP(nn.Module):
             self.weights.append(nn.Parameter(w))
             self.biases.append(nn.Parameter(torch.zeros(n_members, 1, n_out)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, members: slice | None = None) -> torch.Tensor:
         h = x
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            if members is not None:
+                w, b = w[members], b[members]
             h = torch.baddbmm(b, h, w) if h.dim() == 3 else torch.matmul(h, w) + b
             if i < last:
-                h = torch.tanh(h)
+                h = h.tanh_()  # in place: the product before it does not keep its output for backward
         return h
 
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer (M, B, n_hidden): the features the linear output layer combines."""
+        h = x
+        for w, b in zip(self.weights[:-1], self.biases[:-1]):
+            h = (torch.baddbmm(b, h, w) if h.dim() == 3 else torch.matmul(h, w) + b).tanh_()
+        return h
+
+    def subset(self, members: slice) -> 'StackedMLP':
+        """A new StackedMLP holding a copy of some members' weights (to optimize them on their own)."""
+        sizes = [self.weights[0].shape[1], *(w.shape[2] for w in self.weights)]
+        sub = StackedMLP(len(range(*members.indices(self.n_members))), sizes)
+        with torch.no_grad():
+            for mine, theirs in zip(self.parameters(), sub.parameters()):
+                theirs.copy_(mine[members])
+        return sub
+
+    @torch.no_grad()
+    def assign(self, members: slice, sub: 'StackedMLP'):
+        """Copy the weights of `sub` (from `subset`) back into those members."""
+        for mine, theirs in zip(self.parameters(), sub.parameters()):
+            mine[members] = theirs
+
     def l2(self) -> torch.Tensor:
-        """Sum of squared weights (not biases) per member: (K,)."""
+        """Sum of squared weights (not biases) per member: (M,)."""
         return sum((w**2).sum(dim=(1, 2)) for w in self.weights)
+
+
+LAYOUT = 'fused'
 
 
 def default_hyperparameters(**overrides) -> dict:
     hyper = {
         'kind': KIND,
+        # one stacked net for all heads x members and one for all fields x members (see PCAMLPCommittee)
+        'layout': LAYOUT,
         'n_members': 5,
         'heads': dict(DEFAULT_HEADS),
         'fields': list(DEFAULT_FIELDS),
@@ -142,7 +192,13 @@ def default_hyperparameters(**overrides) -> dict:
 
 
 class PCAMLPCommittee(nn.Module):
-    """The committee; build it with `fit_pcamlp` or from (hyperparameters, state_dict)."""
+    """The committee; build it with `fit_pcamlp` or from (hyperparameters, state_dict).
+
+    Storage ('fused' layout): `scalar_net` stacks n_heads x K MLPs (member h*K + k is committee member
+    k of head h; outputs padded to the widest head) and `field_net` stacks n_fields x K MLPs (outputs
+    padded to the largest d). One evaluation is then one batched product per layer for all heads
+    and one for all fields, whatever K; a single head or field runs on a slice of the same weights.
+    """
 
     kind = KIND
 
@@ -150,26 +206,32 @@ class PCAMLPCommittee(nn.Module):
         super().__init__()
         self.hyperparameters = copy.deepcopy(hyperparameters)
         h = self.hyperparameters
+        if h.get('layout') != LAYOUT:
+            raise ValueError('this pcamlp model was written before the fused layout (one stacked net for all '
+                             'heads, one for all fields); retrain it')
         k = h['n_members']
         generator = torch.Generator().manual_seed(seed)
         self.register_buffer('input_mean', torch.zeros(6))
         self.register_buffer('input_std', torch.ones(6))
-        self.heads = nn.ModuleDict()
-        for name, n_out in h['heads'].items():
-            self.heads[name] = StackedMLP(k, [6, *h['scalar_hidden'], n_out], generator)
-            self.register_buffer(f'{name}_mean', torch.zeros(n_out))
-            self.register_buffer(f'{name}_std', torch.ones(n_out))
-        self.field_nets = nn.ModuleDict()
+        self.head_names = list(h['heads'])
+        self.head_sizes = [int(h['heads'][name]) for name in self.head_names]
+        n_out = max(self.head_sizes, default=1)
+        self.scalar_net = StackedMLP(len(self.head_names) * k, [6, *h['scalar_hidden'], n_out], generator)
+        self.register_buffer('scalar_mean', torch.zeros(len(self.head_names), n_out))
+        self.register_buffer('scalar_std', torch.ones(len(self.head_names), n_out))
+        self.field_names = [name for name in h['fields'] if h['pca_dims'].get(name)]
+        self.field_dims = [int(h['pca_dims'][name]) for name in self.field_names]
+        d_max = max(self.field_dims, default=1)
+        self.field_net = StackedMLP(len(self.field_names) * k, [6, *h['field_hidden'], d_max], generator)
+        self.register_buffer('coef_mean', torch.zeros(len(self.field_names), d_max))
+        self.register_buffer('coef_std', torch.ones(len(self.field_names), d_max))
         n_points = int(np.prod(h['field_shape'])) if h['field_shape'] else 0
-        for name in h['fields']:
-            d = h['pca_dims'].get(name, 0)
-            if not d:
-                continue
-            self.field_nets[name] = StackedMLP(k, [6, *h['field_hidden'], d], generator)
+        for name, d in zip(self.field_names, self.field_dims):
             self.register_buffer(f'{name}_pca_mean', torch.zeros(n_points))
             self.register_buffer(f'{name}_pca_components', torch.zeros(d, n_points))
-            self.register_buffer(f'{name}_coef_mean', torch.zeros(d))
-            self.register_buffer(f'{name}_coef_std', torch.ones(d))
+        with torch.no_grad():  # padded outputs stay exactly zero (they get no data and only the L2 pull)
+            self.scalar_net.weights[-1].mul_(self.output_mask('scalars').repeat_interleave(k, 0)[:, None, :])
+            self.field_net.weights[-1].mul_(self.output_mask('fields').repeat_interleave(k, 0)[:, None, :])
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -177,9 +239,11 @@ class PCAMLPCommittee(nn.Module):
     def n_members(self) -> int:
         return self.hyperparameters['n_members']
 
-    @property
-    def field_names(self) -> list[str]:
-        return list(self.field_nets.keys())
+    def output_mask(self, group: str) -> torch.Tensor:
+        """(n_groups, n_out) 1 where a head's / field's output column is real, 0 where padded."""
+        sizes, width = ((self.head_sizes, self.scalar_mean.shape[1]) if group == 'scalars'
+                        else (self.field_dims, self.coef_mean.shape[1]))
+        return (torch.arange(width)[None, :] < torch.tensor(sizes, dtype=torch.long)[:, None]).float()
 
     def _buffer(self, name):
         return getattr(self, name)
@@ -188,17 +252,40 @@ class PCAMLPCommittee(nn.Module):
         d = torch.as_tensor(deformations, dtype=self.input_mean.dtype)
         return (d - self.input_mean) / self.input_std
 
+    def _members(self, index: int) -> slice:
+        return slice(index * self.n_members, (index + 1) * self.n_members)
+
     # -- evaluation ----------------------------------------------------------------------------
 
     def head_members(self, name: str, deformations) -> torch.Tensor:
         """Every member's prediction of one scalar head, physical units: (K, B, n_out). Differentiable."""
-        z = self.heads[name](self._inputs(deformations))
-        return z * self._buffer(f'{name}_std') + self._buffer(f'{name}_mean')
+        i = self.head_names.index(name)
+        n = self.head_sizes[i]
+        z = self.scalar_net(self._inputs(deformations), self._members(i))[..., :n]
+        return z * self.scalar_std[i, :n] + self.scalar_mean[i, :n]
 
     def coefficient_members(self, name: str, deformations) -> torch.Tensor:
         """Every member's PCA coefficients of one field: (K, B, d)."""
-        z = self.field_nets[name](self._inputs(deformations))
-        return z * self._buffer(f'{name}_coef_std') + self._buffer(f'{name}_coef_mean')
+        i = self.field_names.index(name)
+        d = self.field_dims[i]
+        z = self.field_net(self._inputs(deformations), self._members(i))[..., :d]
+        return z * self.coef_std[i, :d] + self.coef_mean[i, :d]
+
+    def all_members(self, x: torch.Tensor, fields: bool = True):
+        """Standardized inputs (B, 6) -> (scalars (n_heads, K, B, n_out), coefficients (n_fields, K, B, d_max)).
+
+        Every head and (with `fields`) every field's coefficients in physical units, padded columns
+        included: one stacked pass for the heads and one for the fields.
+        """
+        k, b = self.n_members, len(x)
+        scalars = None
+        if self.head_names:
+            scalars = self.scalar_net(x).view(-1, k, b, self.scalar_mean.shape[1])
+            scalars = scalars * self.scalar_std[:, None, None, :] + self.scalar_mean[:, None, None, :]
+        if not fields or not self.field_names:
+            return scalars, None
+        coefficients = self.field_net(x).view(-1, k, b, self.coef_mean.shape[1])
+        return scalars, coefficients * self.coef_std[:, None, None, :] + self.coef_mean[:, None, None, :]
 
     def free_energy(self, deformations) -> torch.Tensor:
         """Committee-mean free energy (B,) in Ha, differentiable with respect to D (for the stress)."""
@@ -209,39 +296,43 @@ class PCAMLPCommittee(nn.Module):
         flat = coefficients @ self._buffer(f'{name}_pca_components') + self._buffer(f'{name}_pca_mean')
         return flat.reshape(*coefficients.shape[:-1], *self.hyperparameters['field_shape'])
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict(self, deformations, *, fields: bool | list[str] = True, coefficients: bool = False,
-                field_spread: bool = True) -> dict:
+                field_spread: bool = True, chunk_size: int = 256) -> dict:
         """Committee mean and spread (population std over members) of every output, as numpy arrays.
 
         Keys: each head name and `<head>_std` (B, n_out); with `fields`, each field and (with
         `field_spread`, which costs K reconstructions) `<field>_std` (B, n1, n2, n3); with
-        `coefficients`, `<field>_coef` and `<field>_coef_std` (B, d).
+        `coefficients`, `<field>_coef` and `<field>_coef_std` (B, d). Runs `chunk_size` deformations
+        at a time, so the hidden activations stay in cache.
         """
         x = self._inputs(deformations)
-        out = {}
-        for name, net in self.heads.items():
-            members = net(x) * self._buffer(f'{name}_std') + self._buffer(f'{name}_mean')
-            out[name] = members.mean(0).numpy()
-            out[f'{name}_std'] = members.std(0, unbiased=False).numpy()
-        wanted = self.field_names if fields is True else list(fields or [])
-        for name in self.field_names:
-            if name not in wanted and not coefficients:
-                continue
-            c = self.field_nets[name](x) * self._buffer(f'{name}_coef_std') + self._buffer(f'{name}_coef_mean')
-            c_mean = c.mean(0)
-            if coefficients:
-                out[f'{name}_coef'] = c_mean.numpy()
-                out[f'{name}_coef_std'] = c.std(0, unbiased=False).numpy()
-            if name in wanted:
-                components = self._buffer(f'{name}_pca_components')
-                out[name] = self.reconstruct(name, c_mean).numpy()
-                if field_spread:
-                    # the reconstruction is linear: spread of the fields from the members' deviations
-                    deviation = (c - c_mean) @ components  # (K, B, n_points)
-                    std = deviation.square_().mean(0).sqrt_()
-                    out[f'{name}_std'] = std.reshape(len(c_mean), *self.hyperparameters['field_shape']).numpy()
-        return out
+        wanted = self.field_names if fields is True else [name for name in (fields or []) if name in self.field_names]
+        need_coefficients = bool(wanted) or coefficients
+        parts = {}
+        for start in range(0, len(x), chunk_size):
+            scalars, coefs = self.all_members(x[start:start + chunk_size], fields=need_coefficients)
+            chunk = {}
+            for i, name in enumerate(self.head_names):
+                members = scalars[i, ..., :self.head_sizes[i]]
+                chunk[name] = members.mean(0)
+                chunk[f'{name}_std'] = members.std(0, unbiased=False)
+            for i, name in enumerate(self.field_names if need_coefficients else []):
+                c = coefs[i, ..., :self.field_dims[i]]
+                c_mean = c.mean(0)
+                if coefficients:
+                    chunk[f'{name}_coef'] = c_mean
+                    chunk[f'{name}_coef_std'] = c.std(0, unbiased=False)
+                if name in wanted:
+                    chunk[name] = self.reconstruct(name, c_mean)
+                    if field_spread:
+                        # the reconstruction is linear: spread of the fields from the members' deviations
+                        deviation = (c - c_mean) @ self._buffer(f'{name}_pca_components')  # (K, B, n_points)
+                        std = deviation.square_().mean(0).sqrt_()
+                        chunk[f'{name}_std'] = std.reshape(len(c_mean), *self.hyperparameters['field_shape'])
+            for key, value in chunk.items():
+                parts.setdefault(key, []).append(value)
+        return {key: (torch.cat(values) if len(values) > 1 else values[0]).numpy() for key, values in parts.items()}
 
 
 def build(hyperparameters: dict) -> PCAMLPCommittee:
@@ -281,77 +372,92 @@ def _member_splits(n: int, k: int, bootstrap: bool, val_fraction: float, rng: np
 
 
 def _train_stacked(
-    nets: dict, x_all: torch.Tensor, y_all: dict, splits, *, epochs: int, batch_size: int, lr: float,
-    lr_final: float, l2: float, eval_every: int, rng: np.random.Generator, time_budget_s: float | None,
-    log: Callable[[str], None] | None, log_every: int, label: str, lbfgs_iterations: int = 0,
-    lbfgs_chunk: int = 50,
+    net: StackedMLP, x_all: torch.Tensor, y_all: torch.Tensor, mask: torch.Tensor, splits, *, epochs: int,
+    batch_size: int, lr: float, lr_final: float, l2: float, eval_every: int, rng: np.random.Generator,
+    time_budget_s: float | None, log: Callable[[str], None] | None, log_every: int, label: str,
+    group_names: list[str], lbfgs_iterations: int = 0, lbfgs_chunk: int = 50, refit_output: bool = True,
 ) -> dict:
-    """Adam on the sum of every member's loss (members share no parameters, so they train independently).
+    """Train a stacked net of G x K members, member g*K + k fitting output group g on the data of split k.
 
-    Each member sees batches of its own training indices; the loss of a head is the MSE of its
-    standardized outputs plus ``l2`` times the sum of squared weights. Each member keeps, per net,
-    the weights of its lowest validation MSE, checked every ``eval_every`` epochs and after every
-    ``lbfgs_chunk`` L-BFGS iterations.
+    y_all: (G, N, n_out) standardized targets, zero in padded columns; mask (G, n_out): real columns.
+    Members share no parameters, so the summed loss trains them independently, all in one batched
+    product per layer. The loss of a member is the MSE of its real standardized outputs plus ``l2``
+    times the sum of its squared weights. Adam on minibatches of each member's own indices (learning
+    rate decaying exponentially from `lr` to `lr_final`), then full-batch L-BFGS, then (with
+    `refit_output`) the exact minimizer of that loss over the linear output layer (ridge regression on
+    the last hidden layer). Each member keeps the weights of its lowest validation MSE, checked every
+    ``eval_every`` epochs, after every ``lbfgs_chunk`` L-BFGS iterations and after the refit.
     """
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     k = len(splits)
-    n = len(x_all)
+    g, n = y_all.shape[0], x_all.shape[0]
+    m = g * k
+    member_mask = mask.repeat_interleave(k, 0)[:, None, :]  # (M, 1, n_out)
+    member_columns = member_mask.sum(dim=(1, 2))  # (M,)
+    y_members = y_all.repeat_interleave(k, 0)  # (M, N, n_out)
     val_mask = torch.zeros(k, n, dtype=torch.bool)
     for member, (_, val) in enumerate(splits):
         val_mask[member, torch.as_tensor(val, dtype=torch.long)] = True
+    val_mask = val_mask.repeat(g, 1)  # (M, N)
     has_val = bool(val_mask.any(dim=1).all())
-    train_index = np.stack([train for train, _ in splits])  # (K, n_train)
+    train_np = np.stack([train for train, _ in splits])  # (K, n_train)
+    train_index = torch.as_tensor(train_np, dtype=torch.long).repeat(g, 1)  # (M, n_train)
     n_train = train_index.shape[1]
-    params = [p for net in nets.values() for p in net.parameters()]
-    optimizer = torch.optim.Adam(params, lr=lr)
+    rows = torch.arange(m)[:, None]
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     gamma = (lr_final / lr) ** (1.0 / max(epochs - 1, 1))
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
-    best_loss = {key: torch.full((k,), float('inf')) for key in nets}
-    best_state = {key: [p.detach().clone() for p in net.parameters()] for key, net in nets.items()}
+    best_loss = torch.full((m,), float('inf'))
+    best_state = [p.detach().clone() for p in net.parameters()]
     history = {'epoch': [], 'train_loss': [], 'val_loss': [], 'stopped_early': False}
     n_batches = max(1, math.ceil(n_train / batch_size))
 
+    def member_loss(index: torch.Tensor, module: StackedMLP = net, members: slice = slice(None)) -> torch.Tensor:
+        """Loss of each of `module`'s members (`members` of the stack) on its rows `index`."""
+        index = index[members]
+        err = (module(x_all[index]) - y_members[rows[members], index]) ** 2 * member_mask[members]
+        return err.sum(dim=(1, 2)) / (index.shape[1] * member_columns[members]) + l2 * module.l2()
+
     @torch.no_grad()
-    def _keep_best(key, net) -> float:
-        err = ((net(x_all) - y_all[key]) ** 2).mean(dim=2)  # (K, N)
+    def _keep_best() -> float:
+        err = ((net(x_all) - y_members) ** 2 * member_mask).sum(2) / member_columns[:, None]  # (M, N)
         val = (err * val_mask).sum(1) / val_mask.sum(1)
-        improved = val < best_loss[key]
+        improved = val < best_loss
         if improved.any():
-            best_loss[key] = torch.where(improved, val, best_loss[key])
-            for saved, p in zip(best_state[key], net.parameters()):
+            best_loss.copy_(torch.where(improved, val, best_loss))
+            for saved, p in zip(best_state, net.parameters()):
                 saved[improved] = p.detach()[improved]
-        return float(val.mean())
+        return float(val.view(g, k).mean(1).sum())
+
+    def over_budget() -> bool:
+        return time_budget_s is not None and time.perf_counter() - t_start > time_budget_s
 
     epoch = 0
     if has_val:  # the untrained members, so the curve shows what training gained
         history['epoch'].append(0)
         history['train_loss'].append(float('nan'))
-        history['val_loss'].append(sum(_keep_best(key, net) for key, net in nets.items()))
+        history['val_loss'].append(_keep_best())
     for epoch in range(1, epochs + 1):
-        order = np.stack([rng.permutation(row) for row in train_index])
+        # each committee member its own shuffle of its own sample, the same for all its groups
+        order = torch.as_tensor(np.stack([rng.permutation(row) for row in train_np]), dtype=torch.long).repeat(g, 1)
         epoch_loss = 0.0
         for b in range(n_batches):
-            idx = torch.as_tensor(order[:, b * batch_size:(b + 1) * batch_size], dtype=torch.long)
-            x = x_all[idx]  # (K, B, 6)
-            loss = 0.0
-            for key, net in nets.items():
-                loss = loss + ((net(x) - y_all[key][idx]) ** 2).mean(dim=(1, 2)).sum() + l2 * net.l2().sum()
+            loss = member_loss(order[:, b * batch_size:(b + 1) * batch_size]).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             epoch_loss += loss.item() / k
         scheduler.step()
-        over_budget = time_budget_s is not None and time.perf_counter() - t_start > time_budget_s
-        if has_val and (epoch % eval_every == 0 or epoch == epochs or over_budget):
-            val_total = sum(_keep_best(key, net) for key, net in nets.items())
+        stop = over_budget()
+        if has_val and (epoch % eval_every == 0 or epoch == epochs or stop):
             history['epoch'].append(epoch)
             history['train_loss'].append(epoch_loss / n_batches)
-            history['val_loss'].append(val_total)
+            history['val_loss'].append(_keep_best())
         if log and (epoch % log_every == 0 or epoch == 1):
             val_text = f' val {history["val_loss"][-1]:.3e}' if history['val_loss'] else ''
             log(f'{label} epoch {epoch:5d} train {epoch_loss / n_batches:.3e}{val_text} '
                 f'lr {scheduler.get_last_lr()[0]:.1e}')
-        if over_budget:
+        if stop:
             history['stopped_early'] = True
             break
     history['epochs_run'] = epoch
@@ -359,42 +465,73 @@ def _train_stacked(
 
     # Full-batch L-BFGS on each member's own (bootstrap) sample: the smooth, low-noise regression
     # the seed poses is fitted an order of magnitude tighter than by Adam alone in the same time.
+    # One group (head or field) at a time: a line search shared by all groups fits each less well.
     lbfgs_done = 0
-    if lbfgs_iterations and not history['stopped_early']:
-        x_train = x_all[torch.as_tensor(train_index, dtype=torch.long)]
-        for key, net in nets.items():
-            y_train = y_all[key][torch.as_tensor(train_index, dtype=torch.long)]
-            optimizer = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=lbfgs_chunk, history_size=50,
-                                          line_search_fn='strong_wolfe', tolerance_grad=1e-12,
-                                          tolerance_change=1e-16)
+    for i, name in enumerate(group_names if lbfgs_iterations and not history['stopped_early'] else []):
+        members = slice(i * k, (i + 1) * k)
+        sub = net.subset(members)
+        optimizer = torch.optim.LBFGS(sub.parameters(), lr=1.0, max_iter=lbfgs_chunk, history_size=50,
+                                      line_search_fn='strong_wolfe', tolerance_grad=1e-12, tolerance_change=1e-16)
 
-            def closure():
-                optimizer.zero_grad(set_to_none=True)
-                loss = ((net(x_train) - y_train) ** 2).mean(dim=(1, 2)).sum() + l2 * net.l2().sum()
-                loss.backward()
-                return loss
+        def closure():
+            optimizer.zero_grad(set_to_none=True)
+            loss = member_loss(train_index, sub, members).sum()
+            loss.backward()
+            return loss
 
-            for chunk in range(math.ceil(lbfgs_iterations / lbfgs_chunk)):
-                loss = optimizer.step(closure)
-                if has_val:
-                    _keep_best(key, net)
-                if log:
-                    log(f'{label} L-BFGS {key} iteration {(chunk + 1) * lbfgs_chunk} loss {loss.item():.3e} '
-                        f'best val {float(best_loss[key].mean()):.3e}')
-                if time_budget_s is not None and time.perf_counter() - t_start > time_budget_s:
-                    history['stopped_early'] = True
-                    break
+        for chunk in range(math.ceil(lbfgs_iterations / lbfgs_chunk)):
+            loss = optimizer.step(closure)
+            net.assign(members, sub)
             lbfgs_done = max(lbfgs_done, (chunk + 1) * lbfgs_chunk)
+            val_text = f' val {_keep_best():.3e}' if has_val else ''
+            if log:
+                log(f'{label} L-BFGS {name} iteration {(chunk + 1) * lbfgs_chunk} loss {loss.item():.3e}{val_text}')
+            if over_budget():
+                history['stopped_early'] = True
+                break
+        if history['stopped_early']:
+            break
     history['lbfgs_iterations'] = lbfgs_done
+    history['lbfgs_seconds'] = time.perf_counter() - t_start - history['adam_seconds']
     if has_val:
         with torch.no_grad():
-            for key, net in nets.items():
-                for saved, p in zip(best_state[key], net.parameters()):
+            for saved, p in zip(best_state, net.parameters()):
+                p.copy_(saved)
+    if refit_output:
+        _refit_output_layer(net, x_all, y_members, member_mask, train_index, l2)
+        if has_val:
+            val_text = f'{_keep_best():.3e}'
+            with torch.no_grad():
+                for saved, p in zip(best_state, net.parameters()):
                     p.copy_(saved)
-        history['best_val_loss'] = {key: best_loss[key].tolist() for key in nets}
-        history['final_val_loss'] = float(sum(best_loss[key].mean() for key in nets))
+            if log:
+                log(f'{label} output layer refit: val {val_text}, best kept {float(best_loss.view(g, k).mean(1).sum()):.3e}')
+    if has_val:
+        history['best_val_loss'] = {name: best_loss[i * k:(i + 1) * k].tolist() for i, name in enumerate(group_names)}
+        history['final_val_loss'] = float(best_loss.view(g, k).mean(1).sum())
     history['seconds'] = time.perf_counter() - t_start
+    history['cpu_seconds'] = time.process_time() - cpu_start  # CPU time of this process (all its threads)
     return history
+
+
+@torch.no_grad()
+def _refit_output_layer(net: StackedMLP, x_all, y_members, member_mask, train_index, l2: float):
+    """Replace each member's linear output layer by the exact minimizer of its training loss.
+
+    With the hidden layers fixed the loss (1/(n c)) |H W + b - Y|^2 + l2 |W|^2 (c real output columns)
+    is a ridge regression: (H^T H + n c l2 I) W = H^T Y on the centred features, in float64.
+    """
+    h = net.hidden(x_all[train_index]).double()  # (M, n, n_hidden)
+    y = y_members[torch.arange(len(train_index))[:, None], train_index].double()  # (M, n, n_out)
+    n, n_hidden = h.shape[1], h.shape[2]
+    h_mean, y_mean = h.mean(1, keepdim=True), y.mean(1, keepdim=True)
+    hc, yc = h - h_mean, y - y_mean
+    columns = member_mask.sum(dim=(1, 2)).double()
+    gram = hc.transpose(1, 2) @ hc + (n * columns * l2)[:, None, None] * torch.eye(n_hidden, dtype=torch.float64)
+    w = torch.linalg.solve(gram, hc.transpose(1, 2) @ yc) * member_mask.double()
+    b = y_mean - h_mean @ w
+    net.weights[-1].copy_(w)
+    net.biases[-1].copy_(b)
 
 
 def fit_pcamlp(
@@ -408,9 +545,11 @@ def fit_pcamlp(
     field_epochs: int = 100,
     field_lbfgs_iterations: int = 200,
     batch_size: int = 128,
+    field_batch_size: int | None = None,
     lr: float = 1e-3,
     lr_final: float = 1e-5,
     l2: float = 1e-4,
+    refit_output: bool = True,
     bootstrap: bool = True,
     val_fraction: float = 0.1,
     eval_every: int = 10,
@@ -424,12 +563,14 @@ def fit_pcamlp(
     deformations: (N, 6); scalars: head name -> (N,) or (N, n_out) arrays (heads absent from
     `scalars` are dropped); fields: name -> (N, n1, n2, n3). Adam with an L2 penalty `l2` on the
     weights (the seed: lr 1e-3, L2 1e-4, batch 128, 4000 epochs), the learning rate decaying
-    exponentially from `lr` to `lr_final`, then full-batch L-BFGS. The small scalar nets train for
-    `epochs` + `lbfgs_iterations`; the 500-wide field nets, which cost ~25x more per epoch, for
-    `field_epochs` + `field_lbfgs_iterations`. `time_budget_s` caps each of the two stages
-    (reported in the history).
+    exponentially from `lr` to `lr_final`, then full-batch L-BFGS, then the exact ridge solution of
+    the linear output layer (`refit_output`). All heads x members train as one stacked net, all
+    fields x members as another. The small scalar nets train for `epochs` + `lbfgs_iterations`; the
+    500-wide field nets, which cost ~25x more per epoch, for `field_epochs` +
+    `field_lbfgs_iterations` (minibatches of `field_batch_size`, default `batch_size`).
+    `time_budget_s` caps each of the two stages (reported in the history).
     """
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     fields = fields or {}
@@ -445,7 +586,7 @@ def fit_pcamlp(
         hyper['heads'][name] = y.shape[1]
         targets[name] = y
     pca = {}
-    t_pca = time.perf_counter()
+    t_pca, cpu_pca = time.perf_counter(), time.process_time()
     for name in hyper['fields']:
         f = np.asarray(fields[name])
         hyper['field_shape'] = list(f.shape[1:])
@@ -453,20 +594,20 @@ def fit_pcamlp(
         pca[name] = (mean, components, ratio)
         hyper['pca_dims'][name] = int(len(components))
         targets[f'field:{name}'] = pca_project(f, mean, components)
-    pca_seconds = time.perf_counter() - t_pca
+    pca_seconds, pca_cpu_seconds = time.perf_counter() - t_pca, time.process_time() - cpu_pca
     model = PCAMLPCommittee(hyper, seed=seed)
 
     mean, std = standardization(d_in)
     model.input_mean.copy_(torch.as_tensor(mean))
     model.input_std.copy_(torch.as_tensor(std))
-    scalar_nets, field_nets, standardized = {}, {}, {}
-    for name in hyper['heads']:
+    y_scalars = torch.zeros(len(model.head_names), n, model.scalar_mean.shape[1])
+    for i, name in enumerate(model.head_names):
         mean, std = standardization(targets[name])
-        getattr(model, f'{name}_mean').copy_(torch.as_tensor(mean))
-        getattr(model, f'{name}_std').copy_(torch.as_tensor(std))
-        scalar_nets[name] = model.heads[name]
-        standardized[name] = (targets[name] - mean) / std
-    for name in hyper['fields']:
+        model.scalar_mean[i, :len(mean)] = torch.as_tensor(mean)
+        model.scalar_std[i, :len(std)] = torch.as_tensor(std)
+        y_scalars[i, :, :len(mean)] = torch.as_tensor((targets[name] - mean) / std)
+    y_fields = torch.zeros(len(model.field_names), n, model.coef_mean.shape[1])
+    for i, name in enumerate(model.field_names):
         m, comps, _ = pca[name]
         getattr(model, f'{name}_pca_mean').copy_(torch.as_tensor(m))
         getattr(model, f'{name}_pca_components').copy_(torch.as_tensor(comps))
@@ -474,25 +615,28 @@ def fit_pcamlp(
         c_mean, c_std = standardization(c)
         if hyper['coefficient_scaling'] == 'field':
             c_std = np.full_like(c_std, c_std.max())
-        getattr(model, f'{name}_coef_mean').copy_(torch.as_tensor(c_mean))
-        getattr(model, f'{name}_coef_std').copy_(torch.as_tensor(c_std))
-        field_nets[f'field:{name}'] = model.field_nets[name]
-        standardized[f'field:{name}'] = (c - c_mean) / c_std
+        model.coef_mean[i, :len(c_mean)] = torch.as_tensor(c_mean)
+        model.coef_std[i, :len(c_std)] = torch.as_tensor(c_std)
+        y_fields[i, :, :len(c_mean)] = torch.as_tensor((c - c_mean) / c_std)
 
     x_all = model._inputs(d_in).float()
-    y_all = {key: torch.as_tensor(value, dtype=torch.float32) for key, value in standardized.items()}
     splits = _member_splits(n, hyper['n_members'], bootstrap, val_fraction, rng)
-    common = dict(batch_size=batch_size, lr=lr, lr_final=lr_final, l2=l2, eval_every=eval_every, rng=rng,
+    common = dict(lr=lr, lr_final=lr_final, l2=l2, eval_every=eval_every, rng=rng, refit_output=refit_output,
                   time_budget_s=time_budget_s, log=log, log_every=log_every)
-    history = {'pca_seconds': pca_seconds,
+    history = {'pca_seconds': pca_seconds, 'pca_cpu_seconds': pca_cpu_seconds,
                'pca_explained_variance': {name: float(pca[name][2].sum()) for name in pca}}
-    if scalar_nets:
-        history['scalars'] = _train_stacked(scalar_nets, x_all, y_all, splits, epochs=epochs,
-                                            lbfgs_iterations=lbfgs_iterations, label='scalars', **common)
-    if field_nets:
-        history['fields'] = _train_stacked(field_nets, x_all, y_all, splits, epochs=field_epochs,
-                                           lbfgs_iterations=field_lbfgs_iterations, label='fields', **common)
+    if model.head_names:
+        history['scalars'] = _train_stacked(model.scalar_net, x_all, y_scalars, model.output_mask('scalars'), splits,
+                                            epochs=epochs, lbfgs_iterations=lbfgs_iterations, batch_size=batch_size,
+                                            label='scalars', group_names=model.head_names, **common)
+    if model.field_names:
+        history['fields'] = _train_stacked(model.field_net, x_all, y_fields, model.output_mask('fields'), splits,
+                                           epochs=field_epochs, lbfgs_iterations=field_lbfgs_iterations,
+                                           batch_size=field_batch_size or batch_size, label='fields',
+                                           group_names=model.field_names, **common)
     history['train_seconds'] = time.perf_counter() - t_start
+    # CPU time of the process: a fairer measure than wall time on a machine shared with other jobs
+    history['train_cpu_seconds'] = time.process_time() - cpu_start
     model.eval()
     return model, history
 
