@@ -147,57 +147,54 @@ class Committee(nn.Module):
         spread = values.std(dim=0) if len(self.members) > 1 else torch.zeros_like(values[0])
         return mean, spread
 
-    def values_and_cube_jacobian(self, cubes: torch.Tensor, positions: torch.Tensor):
-        """For one structure: the committee mean (n_outputs,), the members' predictions (K, n_outputs, detached)
-        and the derivative of the mean with respect to the cubes (n_outputs, N, 1, n, n, n), float64.
+    def values_and_jacobians(self, cubes: torch.Tensor, positions: torch.Tensor):
+        """For one structure, without autograd: the committee mean (n_outputs,), the members' predictions
+        (K, n_outputs), the derivative of the mean with respect to the cubes (n_outputs, N, 1, n, n, n) and its
+        direct derivative with respect to the positions (N, 3) Bohr through the Taylor heads (n_outputs, N, 3; None
+        without Taylor heads), float64. The full ∂mean/∂positions is the second chained through the density
+        (`density.AtomCubes.cubes_and_pullback`) plus the third (`predict.predict_structure`).
 
-        The Taylor heads are evaluated on `positions` (N, 3) as given, so the mean keeps a graph from positions
-        that require grad through them (their derivative is then one backward, `predict.predict_structure`); the
-        CNN part of the cube derivative is written out (`RadNet.weighted_correction_and_cube_jacobian`), a cube
-        polynomial's comes from one batched autograd call.
+        Each part is written out: the CNNs' input Jacobians (`RadNet.weighted_correction_and_cube_jacobian`), the
+        cube polynomial's and the Taylor polynomial's (`CubePolynomial.value_and_cube_jacobian`,
+        `TaylorHead.stacked_with_gradient`); tests compare them with autograd.
         """
-        corrections, cube_grad = [], 0
-        for member in self.members:
-            value, grad = member.weighted_correction_and_cube_jacobian(cubes)
-            corrections.append(value)
-            cube_grad = cube_grad + grad
-        corrections = torch.stack(corrections)  # (K, n_outputs)
-        cube_grad = cube_grad / len(self.members)
-        correction = corrections.mean(dim=0)
-        if self.central is not None:
-            weight = self.central.correction_weight
-            correction = weight * correction
-            cube_grad = weight.reshape((-1,) + (1,) * cubes.dim()) * cube_grad
-        # The heads of the mean: the central ones, or every member's with weight 1/K.
-        mean_heads = [self.central] if self.central is not None else list(self.members)
-        heads = 0
-        if self.members[0].polynomial is not None:
-            with torch.no_grad():
-                member_polynomials = torch.stack([member.polynomial(cubes.unsqueeze(0))[0] for member in self.members])
-            heads = heads + member_polynomials
-            if self.central is None:
-                polynomials = [member.polynomial for member in self.members]
-            else:
-                polynomials = [self.central.polynomial]
-            leaf = cubes.detach().to(torch.float64).requires_grad_(True)
-            with torch.enable_grad():
-                polynomial = sum(p(leaf.unsqueeze(0))[0] for p in polynomials) / len(polynomials)
-                eye = torch.eye(len(polynomial), dtype=polynomial.dtype)
-                cube_grad = cube_grad + torch.autograd.grad(polynomial, leaf, eye, is_grads_batched=True)[0]
-            mean_head = polynomial.detach()
-        else:
-            mean_head = 0
-        if self.members[0].taylor is not None:
-            # One stacked evaluation of the mean's heads and the members' (cheap; only the mean's rows get a
-            # cotangent in the backward).
-            taylors = [head.taylor for head in mean_heads] if self.central is not None else []
-            taylors += [member.taylor for member in self.members]
-            stacked = TaylorHead.stacked(taylors, positions.unsqueeze(0))[:, 0]  # (H, n_outputs)
-            member_taylors = stacked[len(stacked) - len(self.members):]
-            heads = heads + member_taylors.detach()
-            mean_head = mean_head + (stacked[0] if self.central is not None else member_taylors.mean(dim=0))
-        values = (corrections + heads).detach()
-        return correction + mean_head, values, cube_grad
+        with torch.no_grad():
+            corrections, cube_grad = [], 0
+            for member in self.members:
+                value, grad = member.weighted_correction_and_cube_jacobian(cubes)
+                corrections.append(value)
+                cube_grad = cube_grad + grad
+            corrections = torch.stack(corrections)  # (K, n_outputs)
+            cube_grad = cube_grad / len(self.members)
+            mean = corrections.mean(dim=0)
+            if self.central is not None:
+                weight = self.central.correction_weight
+                mean = weight * mean
+                cube_grad = weight.reshape((-1,) + (1,) * cubes.dim()) * cube_grad
+            values = corrections
+            position_grad = None
+            first = self.members[0]
+            if first.polynomial is not None:
+                members = [member.polynomial.value_and_cube_jacobian(cubes) for member in self.members]
+                values = values + torch.stack([value for value, _ in members])
+                if self.central is None:  # the mean's heads: every member's, weight 1/K
+                    mean = mean + sum(value for value, _ in members) / len(members)
+                    cube_grad = cube_grad + sum(grad for _, grad in members) / len(members)
+                else:
+                    value, grad = self.central.polynomial.value_and_cube_jacobian(cubes)
+                    mean, cube_grad = mean + value, cube_grad + grad
+            if first.taylor is not None:
+                # One stacked evaluation of the central head (if any) and the members'.
+                taylors = [self.central.taylor] if self.central is not None else []
+                taylors += [member.taylor for member in self.members]
+                taylor, gradient = TaylorHead.stacked_with_gradient(taylors, positions)
+                member_taylors = taylor[len(taylors) - len(self.members):]
+                values = values + member_taylors
+                if self.central is not None:
+                    mean, position_grad = mean + taylor[0], gradient[0]
+                else:
+                    mean, position_grad = mean + member_taylors.mean(dim=0), gradient.mean(dim=0)
+        return mean, values, cube_grad, position_grad
 
     def predict_positions(self, positions, cell, numbers, batch_size: int = 64):
         """Mean and spread (numpy) for configurations (B, N, 3) Bohr of one cell: cubes made here."""

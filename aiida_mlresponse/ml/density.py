@@ -232,6 +232,47 @@ class AtomCubes:
         weights = charges[index] * mask.to(self.dtype) * self._switch(vectors)  # (..., C, M)
         return self._cubes(vectors, weights).unsqueeze(-4)
 
+    def cubes_and_pullback(self, positions, cell, numbers, neighbours: NeighbourList):
+        """Cubes (N, 1, n, n, n) of one configuration (N, 3) Bohr and their pullback, without autograd.
+
+        ``pullback(cotangents)`` maps cotangents (K, N, 1, n, n, n) (e.g. ∂X_k/∂cubes) to Σ cotangent · ∂cubes/∂R,
+        (K, N, 3): the same numbers as a batched autograd backward through `evaluate`, written out. Per pair m of
+        centre I and neighbour J (vector v = R_J + S·cell - R_I, weight w = Z_J s(|v|²), separable Gaussians
+        g_x g_y g_z), with H = cotangent ⊙ window: ∂/∂v_x = w Σ H g_x' g_y g_z (g' = g (x - v)/σ²) and the same
+        for y and z, plus Σ H g_x g_y g_z · ∂w/∂v; then R_J gets +∂/∂v and R_I gets -∂/∂v. For the few atoms of a
+        small cell this costs a fraction of autograd's graph bookkeeping (benchmarks/radnet_speed.py).
+        """
+        positions = self._tensor(positions)
+        cell = self._tensor(cell)
+        charges = self._tensor(numbers)
+        index, shift, mask = neighbours.index, neighbours.shift, neighbours.mask.to(self.dtype)
+        n_atoms = len(neighbours)
+        vectors = positions[index] + shift.to(self.dtype) @ cell - positions[:, None, :]  # (N, M, 3)
+        switch, switch_slope = self._switch_and_slope(vectors)
+        charge_mask = charges[index] * mask
+        weights = charge_mask * switch  # (N, M)
+        difference = self.offsets - vectors.unsqueeze(-1)  # (N, M, 3, n): x_a - v
+        gauss = torch.exp(-(difference**2) / (2.0 * self.sigma**2))
+        cubes = self._cubes_from_gaussians(gauss, weights).unsqueeze(-4)
+        # d g(x_a - v)/dv = g (x_a - v)/σ²
+        slope = gauss * difference / self.sigma**2
+
+        def pullback(cotangents: torch.Tensor) -> torch.Tensor:
+            h = cotangents.reshape(cotangents.shape[0], n_atoms, self.n, self.n, self.n) * self.window
+            gx = torch.stack([gauss[:, :, 0], slope[:, :, 0]], dim=2)  # (N, M, 2, n): g_x and g_x'
+            along_x = torch.einsum('kiabc,imsa->kimsbc', h, gx)
+            yz = torch.einsum('kimsbc,imb->kimsc', along_x, gauss[:, :, 1])
+            value = torch.einsum('kimc,imc->kim', yz[:, :, :, 0], gauss[:, :, 2])
+            d_x = torch.einsum('kimc,imc->kim', yz[:, :, :, 1], gauss[:, :, 2])
+            d_z = torch.einsum('kimc,imc->kim', yz[:, :, :, 0], slope[:, :, 2])
+            d_y = torch.einsum('kimbc,imb,imc->kim', along_x[:, :, :, 0], slope[:, :, 1], gauss[:, :, 2])
+            per_vector = (weights.unsqueeze(-1) * torch.stack([d_x, d_y, d_z], dim=-1)
+                          + (value * charge_mask * switch_slope).unsqueeze(-1) * 2.0 * vectors)  # (K, N, M, 3)
+            grad = -per_vector.sum(dim=2)  # the centre atoms
+            return grad.index_add(1, index.reshape(-1).to(self.device), per_vector.flatten(1, 2))
+
+        return cubes, pullback
+
     # ------------------------------------------------------------------ internals
     def _tensor(self, value) -> torch.Tensor:
         if isinstance(value, torch.Tensor):
@@ -248,10 +289,21 @@ class AtomCubes:
         t = ((d2 - inner**2) / (self.cutoff**2 - inner**2)).clamp(0.0, 1.0)
         return 1.0 - t**3 * (10.0 - 15.0 * t + 6.0 * t**2)
 
+    def _switch_and_slope(self, vectors: torch.Tensor):
+        """`_switch` and its derivative with respect to the squared distance d², without autograd."""
+        inner = max(self.cutoff - self.switch_width, 0.0)
+        span = self.cutoff**2 - inner**2
+        t = (((vectors * vectors).sum(-1) - inner**2) / span).clamp(0.0, 1.0)
+        switch = 1.0 - t**3 * (10.0 - 15.0 * t + 6.0 * t**2)
+        return switch, -30.0 * t**2 * (1.0 - t) ** 2 / span  # 0 at both ends of the clamp, so exact there too
+
     def _cubes(self, vectors: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Σ_m w_m g(x_a - v_mx) g(x_b - v_my) g(x_c - v_mz) · W_abc, via separable 1-D Gaussians."""
-        n = self.n
         gauss = torch.exp(-((self.offsets - vectors.unsqueeze(-1)) ** 2) / (2.0 * self.sigma**2))  # (..., M, 3, n)
+        return self._cubes_from_gaussians(gauss, weights)
+
+    def _cubes_from_gaussians(self, gauss: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        n = self.n
         gx = gauss[..., 0, :] * weights.unsqueeze(-1)
         gy, gz = gauss[..., 1, :], gauss[..., 2, :]
         plane = (gx.unsqueeze(-1) * gy.unsqueeze(-2)).flatten(-2)  # (..., M, n²)

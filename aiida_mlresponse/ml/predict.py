@@ -54,14 +54,15 @@ def _native_convolutions():
 
 def predict_structure(committees: dict, positions, cell, numbers, derivatives: bool = True,
                       neighbour_cache: NeighbourCache | None = None) -> dict:
-    """Everything per structure from committees already in memory, with one density and one graph for all.
+    """Everything per structure from committees already in memory, with one density for all.
 
     committees: {'polarization': P committee, 'dielectric': ε∞ committee} (either may be left out); they must
     share their density hyperparameters. positions (N, 3), cell (3, 3) Bohr. The float64 cubes are made once
     (neighbour list from `neighbour_cache`, reused for displaced copies of the same cell) and both committees
     are evaluated on them; with `derivatives`, Z* (N, 3, 3) e and ∂χ/∂τ (N, 3, 3, 3) Bohr⁻¹ [κ, γ, α, β] come from
-    the same graph by reverse mode (the output components' VJPs batched per committee), acoustic sum rule
-    imposed, as `derivatives.born_charges` and `derivatives.chi_derivatives` give them. Values and spreads as
+    written-out reverse-mode derivatives (every output component at once, no autograd graph: for a small cell
+    autograd's bookkeeping cost more than the arithmetic), acoustic sum rule imposed, as
+    `derivatives.born_charges` and `derivatives.chi_derivatives` give them by autograd. Values and spreads as
     `predict_response` (one configuration, no leading axis), from float64 rather than float32 cubes (the CNN
     still runs in its own dtype).
     """
@@ -74,36 +75,35 @@ def predict_structure(committees: dict, positions, cell, numbers, derivatives: b
     positions = np.asarray(positions, dtype=float).reshape(len(numbers), 3)
     atom_cubes = first.atom_cubes(torch.float64)
     neighbours = (neighbour_cache or NeighbourCache()).get(atom_cubes, positions, cell)
-    x = torch.tensor(positions, dtype=torch.float64, requires_grad=derivatives)
-    out, means, cube_grads = {}, [], []
-    with _native_convolutions(), torch.set_grad_enabled(derivatives):
-        density = atom_cubes.evaluate(x, cell, numbers, neighbours)  # (N, 1, n, n, n), graph kept for the chain
+    x = torch.as_tensor(positions, dtype=torch.float64)
+    out, cube_grads, position_grads = {}, [], []
+    # No autograd: every derivative is written out (tests compare them with autograd and finite differences).
+    with _native_convolutions(), torch.no_grad():
+        if derivatives:
+            density, pullback = atom_cubes.cubes_and_pullback(x, cell, numbers, neighbours)  # (N, 1, n, n, n)
+        else:
+            density = atom_cubes.evaluate(x, cell, numbers, neighbours)
         for target, committee in committees.items():
             if derivatives:
-                mean, values, cube_grad = committee.values_and_cube_jacobian(density.detach(), x)
+                mean, values, cube_grad, position_grad = committee.values_and_jacobians(density, x)
                 cube_grads.append(cube_grad)
+                position_grads.append(position_grad if position_grad is not None
+                                      else torch.zeros(len(mean), len(numbers), 3, dtype=torch.float64))
             else:
                 mean, values = committee.mean_and_members(density.unsqueeze(0), x.unsqueeze(0))
                 mean, values = mean[0], values[:, 0]  # (n_outputs,), (members, n_outputs)
-            means.append(mean)
-            mean = mean.detach().numpy()
-            spread = (values.std(dim=0) if len(values) > 1 else torch.zeros_like(values[0])).detach().numpy()
+            mean = mean.numpy()
+            spread = (values.std(dim=0) if len(values) > 1 else torch.zeros_like(values[0])).numpy()
             if target == 'polarization':
                 out['polarization'], out['polarization_spread'] = mean, spread
             else:
                 out['dielectric_tensor'] = voigt_to_tensor(mean)
                 out['dielectric_tensor_spread'] = voigt_to_tensor(spread)
-    if not derivatives:
-        return out
-    # ∂X/∂positions of every output of both committees in one batched backward: ∂X/∂cubes chained through the
-    # density, plus the Taylor heads' direct dependence on the positions (the graph of the means).
-    cube_grads = torch.cat(cube_grads)
-    means = torch.cat(means)
-    if means.requires_grad:
-        eye = torch.eye(len(means), dtype=means.dtype)
-        jacobian = torch.autograd.grad([density, means], x, [cube_grads, eye], is_grads_batched=True)[0]
-    else:
-        jacobian = torch.autograd.grad(density, x, cube_grads, is_grads_batched=True)[0]
+        if not derivatives:
+            return out
+        # ∂X/∂positions of every output of both committees: ∂X/∂cubes chained through the density in one
+        # pullback, plus the Taylor heads' direct dependence on the positions.
+        jacobian = pullback(torch.cat(cube_grads)) + torch.cat(position_grads)
     jacobian = jacobian.numpy()  # (K, N, 3)
     start = 0
     for target in committees:

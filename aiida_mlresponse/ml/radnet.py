@@ -29,6 +29,7 @@ with ``torch.load(weights_only=True)`` (see `checkpoint.py`).
 from __future__ import annotations
 
 import copy
+import functools
 
 import numpy as np
 import torch
@@ -171,21 +172,7 @@ class TaylorHead(nn.Module):
         self.register_buffer('scale', torch.ones((), dtype=torch.float64))
         self.register_buffer('coefficients', torch.zeros(n_terms, n_outputs, dtype=torch.float64))
         self.register_buffer('intercept', torch.zeros(n_outputs, dtype=torch.float64))
-        # The monomials of order k as (monomial of order k-1) x (one feature), in the order of
-        # `baselines.monomial_indices`, the two factors picked by 0/1 matrices (exact: one term is 1·x, the others
-        # 0·x). Made once here (they follow from degree and atoms, so are not saved). Matrix products keep the
-        # batched backward of Z* and Raman derivatives (is_grads_batched) vectorized; indexing's backward
-        # (index_put) is looped per cotangent under vmap and cost 4 ms per GaAs prediction.
-        orders = monomial_indices(3 * (n_atoms - 1), self.degree)
-        self._steps = []
-        for previous, current in zip(orders, orders[1:]):
-            row = {tuple(indices): k for k, indices in enumerate(previous.tolist())}
-            parents = torch.zeros(len(previous), len(current), dtype=torch.float64)
-            features = torch.zeros(3 * (n_atoms - 1), len(current), dtype=torch.float64)
-            for k, indices in enumerate(current.tolist()):
-                parents[row[tuple(indices[:-1])], k] = 1.0
-                features[indices[-1], k] = 1.0
-            self._steps.append((parents, features))
+        self._steps = _monomial_steps(3 * (n_atoms - 1), self.degree)
 
     def set_from(self, baseline: TaylorBaseline) -> 'TaylorHead':
         if baseline.degree != self.degree or baseline.coefficients.shape != tuple(self.coefficients.shape):
@@ -236,6 +223,63 @@ class TaylorHead(nn.Module):
         intercept = torch.stack([head.intercept for head in heads])[:, None]
         return features @ coefficients + intercept
 
+    @staticmethod
+    def stacked_with_gradient(heads: list, positions: torch.Tensor):
+        """`stacked` for one configuration (N, 3) Bohr and its derivative, without autograd:
+        (values (H, K), ∂values/∂positions (H, K, N, 3)), float64.
+
+        Forward mode through the monomial recursion: with c_k = (c_{k-1} P_k) ⊙ (x F_k), ∂c_k/∂x_j =
+        (∂c_{k-1}/∂x_j P_k) ⊙ (x F_k) + (c_{k-1} P_k) ⊙ F_k[j]; x are the displacements of atoms 1..N-1 relative to
+        atom 0 over the scale (minimum image: locally the identity), so ∂/∂R_I = ∂/∂x_I / scale for I >= 1 and
+        atom 0 gets minus their sum.
+        """
+        first = heads[0]
+        values = TaylorHead.stacked(heads, positions.unsqueeze(0))[:, 0]
+        with torch.no_grad():
+            reference = torch.stack([head.reference for head in heads])
+            cell = torch.stack([head.cell for head in heads])
+            scale = torch.stack([head.scale for head in heads])[:, None]
+            delta = positions.to(torch.float64) - reference  # (H, N, 3)
+            fractional = delta @ torch.linalg.inv(cell)
+            delta = (fractional - torch.round(fractional)) @ cell
+            x = (delta[:, 1:] - delta[:, :1]).flatten(-2) / scale  # (H, D)
+            n_features = x.shape[-1]
+            column = x
+            tangent = torch.eye(n_features, dtype=torch.float64).expand(len(heads), -1, -1)  # (H, D_j, terms)
+            tangents = [tangent]
+            for parents, features in first._steps:
+                from_parent = column @ parents  # (H, terms_k)
+                from_feature = x @ features
+                tangent = (tangent @ parents) * from_feature[:, None, :] + from_parent[:, None, :] * features
+                column = from_parent * from_feature
+                tangents.append(tangent)
+            coefficients = torch.stack([head.coefficients for head in heads])  # (H, terms, K)
+            gradient = torch.cat(tangents, dim=-1) @ coefficients / scale[:, :, None]  # (H, D, K)
+            gradient = gradient.reshape(len(heads), -1, 3, gradient.shape[-1]).permute(0, 3, 1, 2)  # (H, K, N-1, 3)
+            gradient = torch.cat([-gradient.sum(dim=2, keepdim=True), gradient], dim=2)
+        return values.detach(), gradient
+
+
+@functools.lru_cache(maxsize=32)
+def _monomial_steps(n_features: int, degree: int) -> tuple:
+    """The monomials of order k as (monomial of order k-1) x (one feature), in the order of
+    `baselines.monomial_indices`, the two factors picked by 0/1 matrices (exact: one term is 1·x, the others 0·x):
+    ((parents, features) per order 2..degree). Matrix products keep the batched backward of Z* and Raman
+    derivatives (is_grads_batched) vectorized; indexing's backward (index_put) is looped per cotangent under vmap
+    and cost 4 ms per GaAs prediction. They follow from the features and degree (so are not saved), and are made
+    once per process (shared by every head; never modified)."""
+    orders = monomial_indices(n_features, degree)
+    steps = []
+    for previous, current in zip(orders, orders[1:]):
+        row = {tuple(indices): k for k, indices in enumerate(previous.tolist())}
+        parents = torch.zeros(len(previous), len(current), dtype=torch.float64)
+        features = torch.zeros(n_features, len(current), dtype=torch.float64)
+        for k, indices in enumerate(current.tolist()):
+            parents[row[tuple(indices[:-1])], k] = 1.0
+            features[indices[-1], k] = 1.0
+        steps.append((parents, features))
+    return tuple(steps)
+
 
 def polynomial_feature_count(components: int) -> int:
     return components + components * (components + 1) // 2
@@ -272,6 +316,22 @@ class CubePolynomial(nn.Module):
 
     def forward(self, cubes: torch.Tensor) -> torch.Tensor:
         return self.features(cubes) @ self.coefficients + self.intercept
+
+    def value_and_cube_jacobian(self, cubes: torch.Tensor):
+        """For one structure, cubes (N, 1, n, n, n): the value (n_outputs,) and its derivative with respect to the
+        cubes (n_outputs, N, 1, n, n, n), float64, without autograd: q = L·z + Σ_{a<=b} Q_ab z_a z_b per atom, so
+        ∂q/∂z = L + (Q + Qᵀ) z and ∂z/∂cube = projection / input_scale."""
+        with torch.no_grad():
+            flat = cubes.flatten(-4).to(torch.float64)
+            z = ((flat - self.input_mean) / self.input_scale) @ self.projection.T  # (N, k)
+            k = z.shape[-1]
+            features = torch.cat([z, z[:, self.pair_rows] * z[:, self.pair_columns]], dim=-1).sum(dim=0)
+            value = features @ self.coefficients + self.intercept
+            quadratic = torch.zeros(self.coefficients.shape[1], k, k, dtype=torch.float64)
+            quadratic[:, self.pair_rows, self.pair_columns] = self.coefficients[k:].T
+            grad_z = self.coefficients[:k].T[:, None, :] + z @ (quadratic + quadratic.transpose(1, 2))  # (K, N, k)
+            grad = (grad_z @ self.projection) / self.input_scale  # (K, N, n³)
+        return value, grad.reshape(grad.shape[:2] + tuple(cubes.shape[1:]))
 
 
 class RadNet(nn.Module):
@@ -348,12 +408,8 @@ class RadNet(nn.Module):
         cubes (n_outputs, N, 1, n, n, n) float64."""
         value, grad = self.weighted_correction_and_cube_jacobian(cubes)
         if self.polynomial is not None:
-            leaf = cubes.detach().to(torch.float64).requires_grad_(True)
-            with torch.enable_grad():
-                polynomial = self.polynomial(leaf.unsqueeze(0))[0]
-                eye = torch.eye(len(polynomial), dtype=polynomial.dtype)
-                grad = grad + torch.autograd.grad(polynomial, leaf, eye, is_grads_batched=True)[0]
-            value = value + polynomial.detach()
+            polynomial, polynomial_grad = self.polynomial.value_and_cube_jacobian(cubes)
+            value, grad = value + polynomial, grad + polynomial_grad
         return value, grad
 
     def set_input_standardization(self, cubes: torch.Tensor) -> 'RadNet':

@@ -317,7 +317,7 @@ def test_committee_mean_is_the_central_heads_plus_the_members_mean_correction(tm
     assert np.abs(mean.numpy() - members.numpy().mean(axis=0)).max() > 1e-3 * np.abs(mean.numpy()).max()
     # The one-structure path (written-out cube Jacobian) gives the same mean and members.
     for k in range(2):
-        one_mean, one_members, _ = committee.values_and_cube_jacobian(cubes[k], x[k])
+        one_mean, one_members, _, _ = committee.values_and_jacobians(cubes[k], x[k])
         np.testing.assert_allclose(one_mean.detach().numpy(), mean[k].numpy(), rtol=1e-12)
         np.testing.assert_allclose(one_members.numpy(), members[:, k].numpy(), rtol=1e-12)
 
