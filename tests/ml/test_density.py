@@ -227,3 +227,21 @@ def test_vectorized_neighbour_pairs_equal_the_looped_ones(block, monkeypatch):
     for x, c, cutoff in cases:
         for ours, reference in zip(neighbour_pairs(x, c, cutoff), _looped_neighbour_pairs(x, c, cutoff)):
             np.testing.assert_array_equal(ours, reference)
+
+
+@pytest.mark.parametrize('skin', [0.0, 0.8])
+def test_written_out_pullback_equals_autograd(skin):
+    """cubes_and_pullback: the cubes of `evaluate` and, for a batch of cotangents, the batched autograd backward,
+    with pairs inside the switch (a short cutoff) and pairs beyond the cutoff (a list built with a skin)."""
+    cell, positions, numbers = random_triclinic(8, n_atoms=4)
+    cubes = AtomCubes(n=7, spacing=0.7, sigma=0.9, cutoff=5.5, switch_width=1.5, dtype=F64)
+    neighbours = cubes.neighbours(positions, cell, skin=skin)
+    moved = positions + 0.3 * skin * np.random.default_rng(2).uniform(-1, 1, positions.shape) / np.sqrt(3)
+    x = torch.tensor(moved, requires_grad=True)
+    expected = cubes.evaluate(x, cell, numbers, neighbours)
+    cotangents = torch.from_numpy(np.random.default_rng(3).normal(size=(5,) + tuple(expected.shape)))
+    (backward,) = torch.autograd.grad(expected, x, cotangents, is_grads_batched=True)
+    ours, pullback = cubes.cubes_and_pullback(moved, cell, numbers, neighbours)
+    np.testing.assert_allclose(ours.numpy(), expected.detach().numpy(), rtol=0, atol=1e-14)
+    scale = backward.abs().max().item()
+    np.testing.assert_allclose(pullback(cotangents).numpy(), backward.numpy(), rtol=1e-12, atol=1e-13 * scale)

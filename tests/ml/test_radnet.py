@@ -146,3 +146,23 @@ def test_cube_jacobian_written_out_matches_autograd(preset):
     ours_value, ours = model.value_and_cube_jacobian(cubes)
     np.testing.assert_allclose(ours_value.numpy(), value.detach().numpy(), rtol=1e-12)
     np.testing.assert_allclose(ours.numpy(), expected.numpy(), rtol=1e-10, atol=1e-12 * expected.abs().max().item())
+
+
+def test_stacked_taylor_gradient_written_out_equals_autograd():
+    """TaylorHead.stacked_with_gradient (forward mode through the monomials) against autograd, three heads."""
+    from aiida_mlresponse.ml.radnet import TaylorHead
+
+    rng = np.random.default_rng(4)
+    cell = 8.0 * np.eye(3) + 0.3 * rng.standard_normal((3, 3))
+    positions = np.array([[0.0, 0.0, 0.0], [2.0, 2.0, 2.0], [4.0, 0.0, 4.0]]) + 0.05 * rng.standard_normal((50, 3, 3))
+    heads = [TaylorHead(5, 3, 2).set_from(TaylorBaseline(5, 1e-10).fit(positions[k:k + 40],
+                                                                     rng.standard_normal((40, 2)), cell))
+             for k in range(3)]
+    x = torch.tensor(positions[45] + np.array([8.0, 0.0, 0.0]), requires_grad=True)  # an image: minimum image
+    values = TaylorHead.stacked(heads, x.unsqueeze(0))[:, 0]  # (3, 2)
+    cotangents = torch.eye(6, dtype=torch.float64).reshape(6, 3, 2)
+    (expected,) = torch.autograd.grad(values, x, cotangents, is_grads_batched=True)
+    ours_values, ours = TaylorHead.stacked_with_gradient(heads, x.detach())
+    np.testing.assert_allclose(ours_values.numpy(), values.detach().numpy(), rtol=0, atol=0)
+    np.testing.assert_allclose(ours.numpy(), expected.reshape(3, 2, 3, 3).numpy(), rtol=1e-12,
+                               atol=1e-13 * expected.abs().max().item())
