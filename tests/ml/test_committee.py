@@ -352,7 +352,7 @@ def test_train_committee_fits_the_central_heads_on_all_the_data():
     """train_committee: the central Taylor head is the baseline fitted on every configuration; each member's head
     is fitted on its own 80 %, so the members differ and the spread is theirs; the members' mean correction is
     weighted by its least-squares weight on the configurations the members held out."""
-    from aiida_mlresponse.ml.committee import least_squares_weight, resample
+    from aiida_mlresponse.ml.committee import gated_weight, resample
     from aiida_mlresponse.ml.baselines import TaylorBaseline
     from aiida_mlresponse.ml.datasets import load_radnet_h5
 
@@ -389,10 +389,27 @@ def test_train_committee_fits_the_central_heads_on_all_the_data():
             held_out[validation] += (member.residual_weight * member.correction(cubes[validation])).numpy()
         count[validation] += 1
     seen = count > 0
-    expected = least_squares_weight(held_out[seen] / count[seen, None], (targets - central)[seen])
+    expected = gated_weight(held_out[seen] / count[seen, None], (targets - central)[seen])
     np.testing.assert_allclose(weight, expected, rtol=1e-6, atol=1e-9)
     member_heads = np.stack([m.taylor.baseline().predict(data.positions) for m in committee.members])
     assert np.abs(member_heads[0] - member_heads[1]).max() > 1e-6 * scale
     np.testing.assert_allclose(spread.numpy(), members.std(axis=0, ddof=1), rtol=1e-10,
                                atol=1e-14 * np.abs(members).max())  # P ~1e9 times its spread: rounding
     assert (spread.numpy() > 0).all()
+
+
+def test_gated_weight_keeps_only_clearly_helpful_corrections():
+    from aiida_mlresponse.ml.committee import gated_weight, least_squares_weight
+
+    rng = np.random.default_rng(0)
+    signal = rng.standard_normal((300, 1))
+    noise = rng.standard_normal((300, 1))
+    # Component 0: the correction explains most of the residual; 1: it is independent noise, signed so that its
+    # chance correlation with the residual is positive (w > 0).
+    residual = np.c_[signal + 0.5 * noise, noise]
+    unrelated = rng.standard_normal(300)
+    correction = np.c_[signal, np.sign(unrelated @ noise[:, 0]) * unrelated]
+    weight = least_squares_weight(correction, residual)
+    gated = gated_weight(correction, residual)
+    assert weight[0] == pytest.approx(gated[0]) and 0.8 < gated[0] <= 1.0
+    assert weight[1] > 0 and gated[1] == 0.0
