@@ -148,42 +148,64 @@ class Committee(nn.Module):
         spread = values.std(dim=0) if len(self.members) > 1 else torch.zeros_like(values[0])
         return mean, spread
 
-    def values_and_jacobians(self, cubes: torch.Tensor, positions: torch.Tensor):
+    def values_and_jacobians(self, cubes: torch.Tensor, positions: torch.Tensor, tangents: torch.Tensor | None = None):
         """For one structure, without autograd: the committee mean (n_outputs,), the members' predictions
         (K, n_outputs), the derivative of the mean with respect to the cubes (n_outputs, N, 1, n, n, n) and its
         direct derivative with respect to the positions (N, 3) Bohr through the Taylor heads (n_outputs, N, 3; None
-        without Taylor heads), float64. The full ∂mean/∂positions is the second chained through the density
-        (`density.AtomCubes.cubes_and_pullback`) plus the third (`predict.predict_structure`).
+        without Taylor heads), float64. The full ∂mean/∂positions is the third chained through the density
+        (`density.AtomCubes.cubes_and_pullback`) plus the fourth (`predict.predict_structure`).
 
-        Each part is written out: the CNNs' input Jacobians (`RadNet.weighted_correction_and_cube_jacobian`), the
-        cube polynomial's and the Taylor polynomial's (`CubePolynomial.value_and_cube_jacobian`,
+        With `tangents`, the derivatives of the cubes with respect to the positions (3N, N, 1, n, n, n), or to those
+        of atoms 1..N-1 only (3(N-1), N, 1, n, n, n; atom 0 then gets minus their sum, translation invariance)
+        (`density.AtomCubes.cubes_and_tangents`), the networks run in forward mode instead (cheaper for a cell of
+        a few atoms): the third output is None and the fourth the whole ∂mean/∂positions (n_outputs, N, 3).
+
+        Each part is written out: the CNNs' input Jacobians or directional derivatives
+        (`RadNet.weighted_correction_and_cube_jacobian`, `RadNet.weighted_correction_and_jvp`), the cube
+        polynomial's and the Taylor polynomial's (`CubePolynomial.value_and_cube_jacobian`,
         `TaylorHead.stacked_with_gradient`); tests compare them with autograd.
         """
+        forward_mode = tangents is not None
+        n_atoms = positions.shape[0]
         with torch.no_grad():
-            corrections, cube_grad = [], 0
+            corrections, grad_sum = [], 0
+            # The networks' dtype, converted once for all members.
+            network_cubes = cubes.to(self.members[0].dtype)
+            network_tangents = tangents.to(self.members[0].dtype) if forward_mode else None
             for member in self.members:
-                value, grad = member.weighted_correction_and_cube_jacobian(cubes)
+                if forward_mode:
+                    value, grad = member.weighted_correction_and_jvp(network_cubes, network_tangents)  # (3N, K)
+                else:
+                    value, grad = member.weighted_correction_and_cube_jacobian(network_cubes)
                 corrections.append(value)
-                cube_grad = cube_grad + grad
+                grad_sum = grad_sum + grad
             corrections = torch.stack(corrections)  # (K, n_outputs)
-            cube_grad = cube_grad / len(self.members)
             mean = corrections.mean(dim=0)
+            if forward_mode:
+                grad = self._per_atom(grad_sum.T / len(self.members), n_atoms)  # (n_outputs, N, 3)
+            else:
+                grad = grad_sum / len(self.members)  # (n_outputs, N, 1, n, n, n)
             if self.central is not None:
                 weight = self.central.correction_weight
                 mean = weight * mean
-                cube_grad = weight.reshape((-1,) + (1,) * cubes.dim()) * cube_grad
+                grad = weight.reshape((-1,) + (1,) * (grad.dim() - 1)) * grad
             values = corrections
-            position_grad = None
+            cube_grad, position_grad = (None, grad) if forward_mode else (grad, None)
             first = self.members[0]
             if first.polynomial is not None:
                 members = [member.polynomial.value_and_cube_jacobian(cubes) for member in self.members]
                 values = values + torch.stack([value for value, _ in members])
                 if self.central is None:  # the mean's heads: every member's, weight 1/K
-                    mean = mean + sum(value for value, _ in members) / len(members)
-                    cube_grad = cube_grad + sum(grad for _, grad in members) / len(members)
+                    value = sum(value for value, _ in members) / len(members)
+                    polynomial_grad = sum(grad for _, grad in members) / len(members)
                 else:
-                    value, grad = self.central.polynomial.value_and_cube_jacobian(cubes)
-                    mean, cube_grad = mean + value, cube_grad + grad
+                    value, polynomial_grad = self.central.polynomial.value_and_cube_jacobian(cubes)
+                mean = mean + value
+                if forward_mode:
+                    position_grad = position_grad + self._per_atom(polynomial_grad.flatten(1) @ tangents.flatten(1).T,
+                                                                   n_atoms)
+                else:
+                    cube_grad = cube_grad + polynomial_grad
             if first.taylor is not None:
                 # One stacked evaluation of the central head (if any) and the members'.
                 taylors = [self.central.taylor] if self.central is not None else []
@@ -192,10 +214,20 @@ class Committee(nn.Module):
                 member_taylors = taylor[len(taylors) - len(self.members):]
                 values = values + member_taylors
                 if self.central is not None:
-                    mean, position_grad = mean + taylor[0], gradient[0]
+                    mean, gradient = mean + taylor[0], gradient[0]
                 else:
-                    mean, position_grad = mean + member_taylors.mean(dim=0), gradient.mean(dim=0)
+                    mean, gradient = mean + member_taylors.mean(dim=0), gradient.mean(dim=0)
+                position_grad = gradient if position_grad is None else position_grad + gradient
         return mean, values, cube_grad, position_grad
+
+    @staticmethod
+    def _per_atom(directional: torch.Tensor, n_atoms: int) -> torch.Tensor:
+        """(n_outputs, 3N) or (n_outputs, 3(N-1)) derivatives along the atoms' coordinates -> (n_outputs, N, 3),
+        atom 0 from translation invariance in the second case."""
+        grad = directional.reshape(directional.shape[0], -1, 3)
+        if grad.shape[1] == n_atoms - 1:
+            grad = torch.cat([-grad.sum(dim=1, keepdim=True), grad], dim=1)
+        return grad
 
     def predict_positions(self, positions, cell, numbers, batch_size: int = 64):
         """Mean and spread (numpy) for configurations (B, N, 3) Bohr of one cell: cubes made here."""

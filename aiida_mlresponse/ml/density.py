@@ -273,6 +273,46 @@ class AtomCubes:
 
         return cubes, pullback
 
+    def cubes_and_tangents(self, positions, cell, numbers, neighbours: NeighbourList, skip_first: bool = False):
+        """Cubes (N, 1, n, n, n) of one configuration (N, 3) Bohr and their derivatives with respect to every
+        atomic coordinate, (3N, N, 1, n, n, n) [J·3 + β, I] = ∂cube_I/∂R_Jβ, without autograd (forward mode).
+        With `skip_first`, atoms J = 1..N-1 only, (3(N-1), N, 1, n, n, n): the cubes depend on relative positions
+        only, so ∂/∂R_0 = -Σ_{J>0} ∂/∂R_J (exactly: the coefficients below sum to 0 over J).
+
+        ∂cube_I/∂R_Jβ = Σ_m (δ(J_m, J) - δ(I, J)) ∂cube_I/∂v_mβ over the pairs m of centre I, and ∂cube_I/∂v_mx =
+        W ⊙ (w_m g_x' + ∂w_m/∂v_x g_x) ⊗ g_y ⊗ g_z (the same for y and z): one separable sum per direction. The
+        memory is O(N² n³): for small cells, where forward mode beats the pullback of `cubes_and_pullback`.
+        """
+        positions = self._tensor(positions)
+        cell = self._tensor(cell)
+        charges = self._tensor(numbers)
+        index, shift, mask = neighbours.index, neighbours.shift, neighbours.mask.to(self.dtype)
+        n_atoms, n = len(neighbours), self.n
+        vectors = positions[index] + shift.to(self.dtype) @ cell - positions[:, None, :]  # (N, M, 3)
+        switch, switch_slope = self._switch_and_slope(vectors)
+        charge_mask = charges[index] * mask
+        weights = charge_mask * switch  # (N, M)
+        difference = self.offsets - vectors.unsqueeze(-1)  # (N, M, 3, n)
+        gauss = torch.exp(-(difference**2) / (2.0 * self.sigma**2))
+        cubes = self._cubes_from_gaussians(gauss, weights).unsqueeze(-4)
+        weight_slope = (charge_mask * switch_slope).unsqueeze(-1) * 2.0 * vectors  # ∂w/∂v (N, M, 3)
+        # factors[β]: the three 1-D factors of ∂cube/∂v_β, the β-th one modified.
+        modified = weights[..., None, None] * gauss * difference / self.sigma**2 + weight_slope[..., None] * gauss
+        factors = gauss.unsqueeze(0).repeat(3, 1, 1, 1, 1)  # (β, N, M, axis, n)
+        for beta in range(3):
+            factors[beta, :, :, beta] = modified[:, :, beta]
+        # (δ(J_m, J) - δ(I, J)) for every centre I, pair m and atom J.
+        coefficient = torch.nn.functional.one_hot(index.to(self.device), n_atoms).to(self.dtype)  # (N, M, J)
+        coefficient = coefficient - torch.eye(n_atoms, dtype=self.dtype, device=self.device)[:, None, :]
+        if skip_first:
+            coefficient = coefficient[:, :, 1:]
+        n_moved = coefficient.shape[-1]
+        plane = (factors[..., 0, :, None] * factors[..., 1, None, :]).flatten(-2)  # (β, N, M, n²)
+        weighted = coefficient.transpose(1, 2)[None, :, :, :, None] * plane[:, :, None]  # (β, N, J, M, n²)
+        tangents = weighted.transpose(-1, -2) @ factors[:, :, None, :, 2]  # (β, N, J, n², n)
+        tangents = tangents.reshape(3, n_atoms, n_moved, n, n, n) * self.window
+        return cubes, tangents.permute(2, 0, 1, 3, 4, 5).reshape(3 * n_moved, n_atoms, 1, n, n, n)
+
     # ------------------------------------------------------------------ internals
     def _tensor(self, value) -> torch.Tensor:
         if isinstance(value, torch.Tensor):

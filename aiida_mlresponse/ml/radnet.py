@@ -155,9 +155,42 @@ class AtomNetwork(nn.Module):
             return contribution, grad
 
 
+    def value_and_jvp(self, cubes: torch.Tensor, tangents: torch.Tensor):
+        """f and its directional derivatives, no autograd: cubes (C, 1, n, n, n), tangents (T, C, 1, n, n, n) ->
+        (contributions (C, n_outputs), derivatives (T, C, n_outputs)).
+
+        Forward mode written out: the primal cubes and the T·C tangent cubes go through each convolution as one
+        batch (the layers are linear; the bias is added to the primal rows only), the tangents times the ELU
+        derivative at the primal pre-activation. When T is smaller than about twice the number of outputs this is
+        cheaper than `value_and_input_jacobian` (forward convolutions cost less than transposed ones on CPU).
+        """
+        with torch.no_grad():
+            n_cubes, n_tangents = cubes.shape[0], tangents.shape[0]
+            primal, tangent = cubes, tangents.flatten(0, 1)
+            for layer in self.convolutions:
+                if not isinstance(layer, nn.Conv3d):
+                    continue
+                both = nn.functional.conv3d(torch.cat([primal, tangent]), layer.weight, None, layer.stride,
+                                            layer.padding)
+                pre = both[:n_cubes] + layer.bias.reshape(1, -1, 1, 1, 1)
+                slope = _elu_derivative(pre)
+                primal = nn.functional.elu(pre)
+                tangent = (both[n_cubes:].unflatten(0, (n_tangents, n_cubes)) * slope).flatten(0, 1)
+            dense = self.dense[1]
+            pre = dense(primal.flatten(1))
+            hidden = nn.functional.elu(pre)
+            tangent = (tangent.flatten(1) @ dense.weight.T).unflatten(0, (n_tangents, n_cubes)) * _elu_derivative(pre)
+            contribution = self.output(hidden)
+            derivative = tangent @ self.output.weight.T  # (T, C, n_outputs)
+            if self.linear is not None:
+                contribution = contribution + self.linear(cubes.flatten(1))
+                derivative = derivative + tangents.flatten(2) @ self.linear.weight.T
+            return contribution, derivative
+
+
 def _elu_derivative(pre_activation: torch.Tensor) -> torch.Tensor:
     """d ELU(z)/dz for ELU with alpha 1 (torch's default, used by AtomNetwork)."""
-    return torch.where(pre_activation > 0, torch.ones_like(pre_activation), torch.exp(pre_activation))
+    return torch.exp(pre_activation.clamp(max=0.0))  # exactly 1 above 0
 
 
 class TaylorHead(nn.Module):
@@ -234,7 +267,8 @@ class TaylorHead(nn.Module):
         atom 0 gets minus their sum.
         """
         first = heads[0]
-        values = TaylorHead.stacked(heads, positions.unsqueeze(0))[:, 0]
+        if positions.shape[0] != first.reference.shape[0]:
+            TaylorHead.stacked(heads, positions.unsqueeze(0))  # its checks and their messages
         with torch.no_grad():
             reference = torch.stack([head.reference for head in heads])
             cell = torch.stack([head.cell for head in heads])
@@ -244,20 +278,22 @@ class TaylorHead(nn.Module):
             delta = (fractional - torch.round(fractional)) @ cell
             x = (delta[:, 1:] - delta[:, :1]).flatten(-2) / scale  # (H, D)
             n_features = x.shape[-1]
-            column = x
+            columns = [x]
             tangent = torch.eye(n_features, dtype=torch.float64).expand(len(heads), -1, -1)  # (H, D_j, terms)
             tangents = [tangent]
             for parents, features in first._steps:
-                from_parent = column @ parents  # (H, terms_k)
+                from_parent = columns[-1] @ parents  # (H, terms_k)
                 from_feature = x @ features
                 tangent = (tangent @ parents) * from_feature[:, None, :] + from_parent[:, None, :] * features
-                column = from_parent * from_feature
+                columns.append(from_parent * from_feature)
                 tangents.append(tangent)
             coefficients = torch.stack([head.coefficients for head in heads])  # (H, terms, K)
+            intercept = torch.stack([head.intercept for head in heads])
+            values = (torch.cat(columns, dim=-1)[:, None] @ coefficients)[:, 0] + intercept
             gradient = torch.cat(tangents, dim=-1) @ coefficients / scale[:, :, None]  # (H, D, K)
             gradient = gradient.reshape(len(heads), -1, 3, gradient.shape[-1]).permute(0, 3, 1, 2)  # (H, K, N-1, 3)
             gradient = torch.cat([-gradient.sum(dim=2, keepdim=True), gradient], dim=2)
-        return values.detach(), gradient
+        return values, gradient
 
 
 @functools.lru_cache(maxsize=32)
@@ -401,6 +437,15 @@ class RadNet(nn.Module):
         value = self.residual_weight * (self.output_offset + self.output_scale * contributions.sum(0).to(torch.float64))
         weight = (self.residual_weight * self.output_scale).reshape((-1,) + (1,) * cubes.dim())
         return value, weight * (grad / self.input_scale).to(torch.float64)
+
+    def weighted_correction_and_jvp(self, cubes: torch.Tensor, tangents: torch.Tensor):
+        """For one structure, cubes (N, 1, n, n, n) and tangent cubes (T, N, 1, n, n, n) (their derivatives along
+        T directions): w · correction (n_outputs,) and its derivatives along the directions (T, n_outputs), float64,
+        from `AtomNetwork.value_and_jvp`."""
+        normalized = (cubes.to(self.dtype) - self.input_mean) / self.input_scale
+        contributions, derivatives = self.atom_network.value_and_jvp(normalized, tangents.to(self.dtype) / self.input_scale)
+        value = self.residual_weight * (self.output_offset + self.output_scale * contributions.sum(0).to(torch.float64))
+        return value, self.residual_weight * self.output_scale * derivatives.sum(1).to(torch.float64)
 
     def value_and_cube_jacobian(self, cubes: torch.Tensor):
         """For one structure, cubes (N, 1, n, n, n): the cube-dependent part of ``forward`` (w · correction +
