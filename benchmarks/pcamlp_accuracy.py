@@ -1,7 +1,12 @@
 """Accuracy of the PCA-MLP committee on held-out strained-Mg configurations (seed 002 comparison).
 
     nice -n 10 .venv/bin/python benchmarks/pcamlp_accuracy.py                   # Mg campaign data
+    nice -n 10 .venv/bin/python benchmarks/pcamlp_accuracy.py --train-sizes 250 500 --test-size 500 --test-rest
     nice -n 10 .venv/bin/python benchmarks/pcamlp_accuracy.py --synthetic 1500  # analytic stand-in
+
+The Mg data are read from runs/mg_fast/configs/*.npz (one file per finished configuration, so the
+campaign's stacked file may lag); files still being written are skipped. A training size runs only if
+at least --test-size configurations remain for the test set; skipped sizes are listed in the JSON.
 
 For each training size: MAE and max of F, U, -TS (mHa; direct heads, and U, -TS also from the integrated
 predicted fields), NRMSE of ρ, φ, u, s (per configuration, mean and median), the PCA-only NRMSE, the
@@ -213,6 +218,7 @@ def main():
     parser.add_argument('--stress-steps', type=int, default=21)
     parser.add_argument('--no-stress', action='store_true')
     parser.add_argument('--tag', default='')
+    parser.add_argument('--results-dir', default=str(RESULTS), help='where the JSON and plots go')
     parser.add_argument('--verbose', action='store_true')
     args = parser.parse_args()
     args.pca = int(args.pca) if args.pca >= 1 else args.pca
@@ -254,23 +260,24 @@ def main():
         print(json.dumps({k: v for k, v in row.items() if not isinstance(v, dict)}, indent=None))
         print('  linear baseline:', json.dumps(row['linear_baseline']))
     label = f'{source}; n_train {rows[-1]["n_train"]}, n_test {n_test}, K={args.members}'
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = pathlib.Path(args.results_dir)
+    results.mkdir(parents=True, exist_ok=True)
     pngs = {
         'parity': plots.parity(extras['truth'], {k: extras['pred'][k][:, 0] for k in ('F', 'U', 'minus_TS')},
-                               RESULTS / f'{stem}_parity.png',
+                               results / f'{stem}_parity.png',
                                spread={k: extras['pred'][f'{k}_std'][:, 0] for k in ('F', 'U', 'minus_TS')},
                                title=label),
-        'nrmse': plots.nrmse_histograms(extras['per_config'], RESULTS / f'{stem}_nrmse.png',
+        'nrmse': plots.nrmse_histograms(extras['per_config'], results / f'{stem}_nrmse.png',
                                         pca_only=extras['pca_per_config'], title=label),
         'field_slice': plots.field_slice({k: extras['truth'][k][0] for k in fields_names},
                                          {k: extras['pred'][k][0] for k in fields_names},
-                                         RESULTS / f'{stem}_field_slice.png', plane=0, axis=2,
+                                         results / f'{stem}_field_slice.png', plane=0, axis=2,
                                          title=f'{label}; test configuration 0, plane x3 = 0'),
     }
     curves = None
     if not args.no_stress:
-        curves = stress_curves(extras['model'], args.stress_steps, label, RESULTS / f'{stem}_stress_strain.png')
-        pngs['stress_strain'] = RESULTS / f'{stem}_stress_strain.png'
+        curves = stress_curves(extras['model'], args.stress_steps, label, results / f'{stem}_stress_strain.png')
+        pngs['stress_strain'] = results / f'{stem}_stress_strain.png'
         for c in curves:
             print(f'uniaxial x{c["axis"] + 1}: instability {c["unstable_at"]} ({c["instability_reason"]}); '
                   f'min Hessian eigenvalue along path {min(c["min_hessian_eigenvalue_Ha"]):.3g} Ha')
@@ -285,9 +292,9 @@ def main():
         'n_configurations_available': int(n), 'n_test': int(n_test), 'train_sizes_run': sizes,
         'train_sizes_skipped': skipped,
         'seed_paper': SEED_PAPER, 'target': {'F_mae_mHa': 0.05, 'max_train': 1000},
-        'rows': rows, 'uniaxial_paths': curves, 'plots': [str(p.relative_to(ROOT)) for p in pngs.values()],
+        'rows': rows, 'uniaxial_paths': curves, 'plots': [str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in pngs.values()],
     }
-    path = RESULTS / f'{stem}.json'
+    path = results / f'{stem}.json'
     path.write_text(json.dumps(result, indent=1))
     print('wrote', path)
 
