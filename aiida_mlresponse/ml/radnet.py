@@ -380,8 +380,9 @@ class RadNet(nn.Module):
         hp = complete_hyperparameters(hyperparameters, **overrides)
         self.hyperparameters = hp
         self.dtype = DTYPES[hp['dtype']]
-        self.atom_network = AtomNetwork(hp['n_outputs'], hp['cube_size'], hp['layers'], hp['dense'],
-                                        hp['linear_head']).to(self.dtype)
+        self.atom_network = AtomNetwork(hp['n_outputs'], hp['cube_size'], hp['layers'], hp['dense'], hp['linear_head'])
+        if self.dtype != torch.get_default_dtype():  # (a no-op conversion still walks every module)
+            self.atom_network.to(self.dtype)
         n = hp['cube_size']
         self.register_buffer('input_mean', torch.zeros((n, n, n), dtype=self.dtype))
         self.register_buffer('input_scale', torch.ones((n, n, n), dtype=self.dtype))

@@ -323,15 +323,22 @@ def test_committee_mean_is_the_central_heads_plus_the_members_mean_correction(tm
 
     # Round trip through a weights-only checkpoint.
     path = checkpoint.save(tmp_path / 'central.pt', committee)
+    raw = torch.load(path, weights_only=True)  # version 2: the state packed into one tensor per dtype
+    assert raw['version'] == 2 and 'state_dict' not in raw
+    assert set(raw['packed_state']['blobs']) == {str(t.dtype).removeprefix('torch.')
+                                                 for t in committee.state_dict().values()}
     again, payload = checkpoint.load(path)
     assert payload['hyperparameters']['central'] is True
+    for name, tensor in committee.state_dict().items():
+        assert payload['state_dict'][name].dtype == tensor.dtype and torch.equal(payload['state_dict'][name], tensor)
     assert any(key.startswith('central.taylor.') for key in payload['state_dict'])
     with torch.no_grad():
         np.testing.assert_allclose(again.predict(cubes, x)[0].numpy(), mean.numpy(), rtol=0, atol=0)
 
     # A checkpoint from before the central heads (no 'central' key, no central tensors) loads as it was written:
     # its mean is the members' mean.
-    old = dict(payload, hyperparameters={k: v for k, v in payload['hyperparameters'].items() if k != 'central'},
+    old = dict(payload, version=1,  # the layout of version-1 files: the state dict itself
+               hyperparameters={k: v for k, v in payload['hyperparameters'].items() if k != 'central'},
                state_dict={k: v for k, v in payload['state_dict'].items() if not k.startswith('central.')})
     torch.save(old, tmp_path / 'old.pt')
     legacy, _ = checkpoint.load(tmp_path / 'old.pt')
