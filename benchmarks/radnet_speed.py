@@ -116,18 +116,19 @@ def cold_prediction(paths: dict, positions) -> dict:
 
 
 def legacy_prediction(paths: dict, positions) -> dict:
-    """The path this benchmark timed before predict_structure (for the before/after comparison)."""
+    """The path this benchmark timed before predict_structure (for the before/after comparison): autograd through
+    each committee's position function (`predict.reference_response`, `derivatives.chi_derivatives`)."""
     from aiida_mlresponse.ml import checkpoint
     from aiida_mlresponse.ml.derivatives import chi_derivatives
-    from aiida_mlresponse.ml.predict import predict_response
+    from aiida_mlresponse.ml.predict import reference_response
     from aiida_mlresponse.physics.raman import raman_tensors
 
     p_model, p_payload = checkpoint.load(paths['polarization'])
     e_model, e_payload = checkpoint.load(paths['dielectric'])
     cell = np.asarray(p_payload['metadata']['cell_bohr'])
     numbers = p_payload['metadata']['atomic_numbers']
-    out = predict_response(p_model, p_payload['metadata'], positions[None], cell, numbers, with_born_charges=True)
-    out.update(predict_response(e_model, e_payload['metadata'], positions[None], cell, numbers))
+    out = reference_response(p_model, p_payload['metadata'], positions[None], cell, numbers, with_born_charges=True)
+    out.update(reference_response(e_model, e_payload['metadata'], positions[None], cell, numbers))
     dchi = chi_derivatives(e_model.position_function(cell, numbers, positions), positions)
     out['raman_tensors'] = raman_tensors(dchi, optical_modes(MASSES_AMU), MASSES_AMU, abs(np.linalg.det(cell)))
     return out

@@ -14,13 +14,54 @@ from aiida_mlresponse.ml.derivatives import born_charges
 from aiida_mlresponse.physics.born import impose_acoustic_sum_rule
 
 
+#: Cells up to this many atoms are predicted on one torch thread: their tensors are too small for threads to pay
+#: off (torch's default threads made the GaAs prediction 26x slower on 2 cores, benchmarks/radnet_speed.py).
+SMALL_CELL_ATOMS = 64
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """torch's intra-op threads set to `threads` inside (None: left as they are), restored on exit."""
+    previous = torch.get_num_threads()
+    try:
+        if threads is not None and threads != previous:
+            torch.set_num_threads(threads)
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
+
+
 def predict_response(committee, metadata: dict, positions, cell, numbers, with_born_charges: bool = False) -> dict:
     """Committee mean and spread for configurations (n, N, 3) Bohr of one cell (3, 3) Bohr.
 
     Returns arrays with the units of `metadata['target']`: P (n, 3) e/Bohr² or ε∞ (n, 3, 3), their
     spreads (the members' standard deviation), and for a P model on request Z* (n, N, 3, 3) in e,
-    by autograd through the density, acoustic sum rule imposed.
+    acoustic sum rule imposed. The fast paths: values of many configurations in batches
+    (`Committee.predict_positions`), Z* per configuration by `predict_structure` with one neighbour list for
+    all (displaced copies of one cell); small cells on one torch thread. `reference_response` is the earlier
+    autograd path, kept for tests.
     """
+    positions = np.asarray(positions, dtype=float).reshape(-1, len(numbers), 3)
+    target = metadata['target']
+    if with_born_charges and target != 'polarization':
+        raise ValueError('Born charges need a polarization model; this model predicts the dielectric tensor.')
+    with torch_threads(1 if len(numbers) <= SMALL_CELL_ATOMS else None):
+        if not with_born_charges:
+            mean, spread = committee.predict_positions(positions, cell, numbers)
+            if target == 'polarization':
+                return {'polarization': mean, 'polarization_spread': spread}
+            return {'dielectric_tensor': voigt_to_tensor(mean), 'dielectric_tensor_spread': voigt_to_tensor(spread)}
+        cache = NeighbourCache()
+        each = [predict_structure({'polarization': committee}, configuration, cell, numbers, neighbour_cache=cache)
+                for configuration in positions]
+    return {key: np.stack([one[key] for one in each]) for key in ('polarization', 'polarization_spread',
+                                                                  'born_charges')}
+
+
+def reference_response(committee, metadata: dict, positions, cell, numbers, with_born_charges: bool = False) -> dict:
+    """`predict_response` as it was computed before `predict_structure`: values in batches, Z* by autograd
+    through `Committee.position_function` and `derivatives.born_charges`. Slower; the reference for tests."""
     positions = np.asarray(positions, dtype=float).reshape(-1, len(numbers), 3)
     mean, spread = committee.predict_positions(positions, cell, numbers)
     target = metadata['target']

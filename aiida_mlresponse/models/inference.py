@@ -34,7 +34,8 @@ def structures_to_batch(structures, metadata: dict):
 
 @calcfunction
 def predict_with_model(model, with_born_charges, **structures):
-    """Committee predictions (mean, spread, optionally Z*) for `structures`, in their key order."""
+    """Committee predictions (mean, spread, optionally Z*) for `structures`, in their key order (the fast path
+    of `predict_response`: batched values, Z* per structure without autograd, small cells on one torch thread)."""
     committee, payload = model.load()
     keys = sorted(structures)
     positions, cell, numbers = structures_to_batch([structures[k] for k in keys], payload['metadata'])

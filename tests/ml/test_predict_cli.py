@@ -45,6 +45,15 @@ def test_predict_ase_file_with_born_charges(gaas_model, tmp_path):
     assert zstar.shape == (3, 2, 3, 3)
     np.testing.assert_allclose(zstar.sum(axis=1), 0.0, atol=1e-10)  # acoustic sum rule
     assert out['units']['born_charges'] == 'e'
+    # The same as the autograd reference path, to the float32 precision of the networks.
+    from aiida_mlresponse.ml.predict import reference_response
+
+    committee, payload = checkpoint.load(path)
+    reference = reference_response(committee, payload['metadata'], data.positions[100:103], data.cell, data.numbers,
+                                   with_born_charges=True)
+    for key in ('polarization', 'born_charges'):
+        scale = np.abs(reference[key]).max()
+        np.testing.assert_allclose(np.array(out[key]), reference[key], rtol=0, atol=1e-6 * scale, err_msg=key)
 
 
 @pytest.mark.slow
@@ -97,7 +106,7 @@ def test_predict_structure_agrees_with_predict_response_and_chi_derivatives(cent
     the committee's position function), with and without central heads."""
     from aiida_mlresponse.ml.committee import NeighbourCache
     from aiida_mlresponse.ml.derivatives import chi_derivatives
-    from aiida_mlresponse.ml.predict import predict_response, predict_structure
+    from aiida_mlresponse.ml.predict import predict_response, predict_structure, reference_response
 
     p_committee, cell, samples = _committee(3, 0, central)
     e_committee, _, _ = _committee(6, 1, central)
@@ -106,11 +115,16 @@ def test_predict_structure_agrees_with_predict_response_and_chi_derivatives(cent
     for positions in samples[:3]:
         out = predict_structure({'polarization': p_committee, 'dielectric': e_committee}, positions, cell, numbers,
                                 neighbour_cache=cache)
-        p = predict_response(p_committee, {'target': 'polarization'}, positions[None], cell, numbers,
-                             with_born_charges=True)
-        e = predict_response(e_committee, {'target': 'dielectric'}, positions[None], cell, numbers)
+        p = reference_response(p_committee, {'target': 'polarization'}, positions[None], cell, numbers,
+                               with_born_charges=True)
+        e = reference_response(e_committee, {'target': 'dielectric'}, positions[None], cell, numbers)
+        fast = {**predict_response(p_committee, {'target': 'polarization'}, positions[None], cell, numbers,
+                                   with_born_charges=True),
+                **predict_response(e_committee, {'target': 'dielectric'}, positions[None], cell, numbers)}
+        assert set(fast) == set(p) | set(e)
         for key, expected in {**p, **e}.items():
             np.testing.assert_allclose(out[key], expected[0], rtol=1e-10, atol=1e-12, err_msg=key)
+            np.testing.assert_allclose(fast[key], expected, rtol=1e-10, atol=1e-12, err_msg=key)
         dchi = chi_derivatives(e_committee.position_function(cell, numbers, positions), positions)
         np.testing.assert_allclose(out['chi_derivatives'], dchi, rtol=1e-10, atol=1e-12)
     assert all(p.requires_grad for p in p_committee.parameters())  # the models are left as they were
