@@ -94,7 +94,7 @@ def _native_convolutions():
 
 
 def predict_structure(committees: dict, positions, cell, numbers, derivatives: bool = True,
-                      neighbour_cache: NeighbourCache | None = None) -> dict:
+                      neighbour_cache: NeighbourCache | None = None, mode: str = 'auto') -> dict:
     """Everything per structure from committees already in memory, with one density for all.
 
     committees: {'polarization': P committee, 'dielectric': ε∞ committee} (either may be left out); they must
@@ -105,8 +105,10 @@ def predict_structure(committees: dict, positions, cell, numbers, derivatives: b
     autograd's bookkeeping cost more than the arithmetic), acoustic sum rule imposed, as
     `derivatives.born_charges` and `derivatives.chi_derivatives` give them by autograd. Values and spreads as
     `predict_response` (one configuration, no leading axis), from float64 rather than float32 cubes (the CNN
-    still runs in its own dtype).
+    still runs in its own dtype). mode: 'forward' or 'reverse' derivatives, or 'auto' (the cheaper, below).
     """
+    if mode not in ('auto', 'forward', 'reverse'):
+        raise ValueError(f"mode must be 'auto', 'forward' or 'reverse', got {mode!r}")
     unknown = set(committees) - {'polarization', 'dielectric'}
     if unknown or not committees:
         raise ValueError(f"committees must be keyed by 'polarization' and/or 'dielectric', got {sorted(committees)}")
@@ -120,7 +122,8 @@ def predict_structure(committees: dict, positions, cell, numbers, derivatives: b
     # Forward mode (3(N-1) tangent cubes per cube: atom 0 follows from translation invariance) when it is about the
     # smaller batch: the networks' forward convolutions cost about half the transposed ones of reverse mode (K
     # cotangents per cube), measured on CPU for 2-atom GaAs.
-    forward_mode = derivatives and 3 * (len(numbers) - 1) <= 2 * min(c.members[0].n_outputs for c in committees.values())
+    forward_mode = derivatives and (mode == 'forward' or mode == 'auto' and 3 * (len(numbers) - 1) <= 2 * min(
+        c.members[0].n_outputs for c in committees.values()))
     out, cube_grads, position_grads = {}, [], []
     # No autograd: every derivative is written out (tests compare them with autograd and finite differences).
     with contextlib.nullcontext() if forward_mode else _native_convolutions(), torch.no_grad():

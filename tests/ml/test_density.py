@@ -245,3 +245,19 @@ def test_written_out_pullback_equals_autograd(skin):
     np.testing.assert_allclose(ours.numpy(), expected.detach().numpy(), rtol=0, atol=1e-14)
     scale = backward.abs().max().item()
     np.testing.assert_allclose(pullback(cotangents).numpy(), backward.numpy(), rtol=1e-12, atol=1e-13 * scale)
+
+
+def test_written_out_tangents_equal_the_autograd_jacobian():
+    """cubes_and_tangents: ∂cube_I/∂R_Jβ for every J (and for J >= 1 with skip_first) against autograd."""
+    cell, positions, numbers = random_triclinic(9, n_atoms=3)
+    cubes = AtomCubes(n=7, spacing=0.7, sigma=0.9, cutoff=5.5, switch_width=1.5, dtype=F64)
+    neighbours = cubes.neighbours(positions, cell, skin=0.4)
+    x = torch.tensor(positions)
+    expected = torch.autograd.functional.jacobian(lambda p: cubes.evaluate(p, cell, numbers, neighbours), x)
+    expected = expected.permute(5, 6, 0, 1, 2, 3, 4).reshape(9, 3, 1, 7, 7, 7)  # [J·3 + β, I]
+    values, tangents = cubes.cubes_and_tangents(x, cell, numbers, neighbours)
+    np.testing.assert_allclose(values.numpy(), cubes.evaluate(x, cell, numbers, neighbours).numpy(), rtol=0, atol=0)
+    scale = expected.abs().max().item()
+    np.testing.assert_allclose(tangents.numpy(), expected.numpy(), rtol=1e-12, atol=1e-13 * scale)
+    _, moved = cubes.cubes_and_tangents(x, cell, numbers, neighbours, skip_first=True)
+    np.testing.assert_allclose(moved.numpy(), expected[3:].numpy(), rtol=1e-12, atol=1e-13 * scale)

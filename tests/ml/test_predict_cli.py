@@ -132,3 +132,59 @@ def test_predict_structure_agrees_with_predict_response_and_chi_derivatives(cent
     assert set(without) == {'polarization', 'polarization_spread'}
     with pytest.raises(ValueError, match='committees'):
         predict_structure({'energy': p_committee}, samples[0], cell, numbers)
+
+
+@pytest.mark.parametrize('central', [False, True])
+def test_forward_and_reverse_mode_derivatives_agree(central):
+    """predict_structure's two written-out modes give the same Z* and ∂χ/∂τ (float64 members)."""
+    from aiida_mlresponse.ml.predict import predict_structure
+
+    p_committee, cell, samples = _committee(3, 2, central)
+    e_committee, _, _ = _committee(6, 3, central)
+    committees = {'polarization': p_committee, 'dielectric': e_committee}
+    forward = predict_structure(committees, samples[4], cell, [31, 33], mode='forward')
+    reverse = predict_structure(committees, samples[4], cell, [31, 33], mode='reverse')
+    for key, value in forward.items():
+        np.testing.assert_allclose(value, reverse[key], rtol=1e-11, atol=1e-13 * np.abs(value).max(), err_msg=key)
+    with pytest.raises(ValueError, match='mode'):
+        predict_structure(committees, samples[4], cell, [31, 33], mode='sideways')
+
+
+def test_cube_polynomial_committee_derivatives_in_both_modes_equal_autograd():
+    """A 3-atom committee with cube-polynomial and linear Taylor heads (the BN kind of head): both modes against
+    autograd through the committee's position function."""
+    import torch
+
+    from aiida_mlresponse.ml.baselines import TaylorBaseline
+    from aiida_mlresponse.ml.committee import Committee
+    from aiida_mlresponse.ml.derivatives import jacobian
+    from aiida_mlresponse.ml.predict import predict_structure
+
+    rng = np.random.default_rng(7)
+    cell = np.diag([6.0, 6.5, 7.0]) + 0.2 * rng.standard_normal((3, 3))
+    positions = np.array([[0.0, 0.0, 0.0], [2.0, 1.5, 1.0], [1.0, 3.5, 3.0]])
+    samples = positions + 0.05 * rng.standard_normal((20, 3, 3))
+    torch.manual_seed(7)
+    committee = Committee({'n_members': 2, 'central': True, 'member': {
+        'preset': 'tiny', 'n_outputs': 3, 'dtype': 'float64', 'taylor': {'degree': 1, 'n_atoms': 3},
+        'polynomial': {'components': 4}}})
+    heads = [*(m for m in committee.members), committee.central]
+    for head in heads:
+        head.taylor.set_from(TaylorBaseline(1, 1e-10).fit(samples, rng.standard_normal((20, 3)), cell))
+        with torch.no_grad():
+            head.polynomial.projection.normal_()
+            head.polynomial.coefficients.normal_()
+            head.polynomial.input_scale.uniform_(0.5, 2.0)
+    for member in committee.members:
+        member.set_input_standardization(torch.rand(10, 3, 1, 9, 9, 9, dtype=torch.float64) * 3)
+    with torch.no_grad():
+        committee.central.correction_weight.copy_(torch.tensor([0.3, 1.0, 0.0]))
+    committee.eval()
+    x = samples[3]
+    volume = abs(np.linalg.det(cell))
+    expected = volume * jacobian(committee.position_function(cell, [5, 7, 8], x), x).numpy().transpose(1, 0, 2)
+    expected -= expected.mean(axis=0)  # acoustic sum rule, as predict_structure imposes it
+    for mode in ('forward', 'reverse'):
+        out = predict_structure({'polarization': committee}, x, cell, [5, 7, 8], mode=mode)
+        np.testing.assert_allclose(out['born_charges'], expected, rtol=1e-10, atol=1e-12 * np.abs(expected).max(),
+                                   err_msg=mode)

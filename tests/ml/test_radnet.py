@@ -166,3 +166,20 @@ def test_stacked_taylor_gradient_written_out_equals_autograd():
     np.testing.assert_allclose(ours_values.numpy(), values.detach().numpy(), rtol=0, atol=0)
     np.testing.assert_allclose(ours.numpy(), expected.reshape(3, 2, 3, 3).numpy(), rtol=1e-12,
                                atol=1e-13 * expected.abs().max().item())
+
+
+@pytest.mark.parametrize('preset', ['tiny', 'light'])
+def test_network_forward_mode_written_out_matches_autograd(preset):
+    """AtomNetwork.value_and_jvp (primal and tangents in one batch) against torch.func.jvp."""
+    from torch.func import jvp
+
+    torch.manual_seed(1)
+    model = RadNet(preset=preset, n_outputs=4, dtype='float64')
+    cubes = torch.rand(2, 1, 9, 9, 9, dtype=torch.float64) * 3
+    tangents = torch.randn(5, 2, 1, 9, 9, 9, dtype=torch.float64)
+    value, derivatives = model.atom_network.value_and_jvp(cubes, tangents)
+    np.testing.assert_allclose(value.numpy(), model.atom_network(cubes).detach().numpy(), rtol=1e-12)
+    for t in range(5):
+        _, expected = jvp(model.atom_network, (cubes,), (tangents[t],))
+        np.testing.assert_allclose(derivatives[t].numpy(), expected.detach().numpy(), rtol=1e-10,
+                                   atol=1e-12 * expected.abs().max().item())
