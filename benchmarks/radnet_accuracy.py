@@ -42,6 +42,10 @@ RESULTS = ROOT / 'benchmarks' / 'results' / 'radnet_accuracy.json'
 SYSTEMS = {'GaAs': 'GaAs.h5', 'BN': 'BN_cubic.h5'}
 PAPER_MAE = {('GaAs', 'polarization'): 6.3e-7, ('BN', 'polarization'): 3.2e-6,
              ('GaAs', 'dielectric'): 5.7e-3, ('BN', 'dielectric'): 1.24e-4}
+#: 'never worse than the baseline' up to this relative rounding: where the CNN is gated out the committee mean is
+#: its central Taylor head, the baseline's polynomial solved from the same normal equations (coefficients equal to
+#: ~2e-14) and evaluated in torch instead of numpy (values to ~1e-13): the GaAs MAEs then differ by ~1e-10.
+ROUNDING = 1e-9
 TARGET_MAE = {('GaAs', 'polarization'): 1e-8, ('BN', 'polarization'): 4.5e-7,
               ('GaAs', 'dielectric'): 3e-4, ('BN', 'dielectric'): 6e-5}
 
@@ -140,7 +144,7 @@ def run_one(system, target, data, cubes, train, test, args, log) -> dict:
 def print_table(results: dict):
     header = (f'{"system":6} {"target":12} {"unit":13} {"committee MAE":>13} {"RMSE":>9} {"baseline MAE":>12} '
               f'{"RMSE":>9} {"deg":>3} {"linear MAE":>10} {"paper MAE":>9} {"target":>8} {"spread":>8} '
-              f'{"c/base":>8} {"met":>3}')
+              f'{"c/base-1":>9} {"met":>3}')
     print(header)
     print('-' * len(header))
     for key in sorted(results):
@@ -149,8 +153,8 @@ def print_table(results: dict):
         linear = r.get('linear_baseline', {}).get('mae', float('nan'))
         print(f'{r["system"]:6} {r["target"]:12} {r["units"]:13} {c["mae"]:13.3e} {c["rmse"]:9.2e} {b["mae"]:12.3e} '
               f'{b["rmse"]:9.2e} {b["degree"]:3d} {linear:10.3e} {r["paper_mae"]:9.2e} {r["target_mae"]:8.1e} '
-              f'{c["mean_spread"]:8.1e} {c["mae"] / b["mae"]:8.5f} '
-              f'{"yes" if c["mae"] <= r["target_mae"] and c["mae"] <= b["mae"] else "no":>3}')
+              f'{c["mean_spread"]:8.1e} {c["mae"] / b["mae"] - 1:+9.1e} '
+              f'{"yes" if c["mae"] <= r["target_mae"] and c["mae"] <= b["mae"] * (1 + ROUNDING) else "no":>3}')
         if 'committee_without_taylor_head' in r:
             n = r['committee_without_taylor_head']
             print(f'{"":6} {"  (no head)":12} {"":13} {n["mae"]:13.3e} {n["rmse"]:9.2e}')
@@ -222,7 +226,8 @@ def main(argv=None):
     document['wall_seconds_last_run'] = time.perf_counter() - wall
     output.write_text(json.dumps(document, indent=1))
     print_table(results)
-    print(f'wall time of this run: {document["wall_seconds_last_run"]:.0f} s; results in {output}')
+    print(f'met: committee MAE <= target and <= baseline MAE (1 + {ROUNDING:g}); wall time of this run: '
+          f'{document["wall_seconds_last_run"]:.0f} s; results in {output}')
 
 
 if __name__ == '__main__':
