@@ -134,12 +134,12 @@ def legacy_prediction(paths: dict, positions) -> dict:
     return out
 
 
-def timed(function, arguments) -> list:
+def timed(function, arguments, clock=time.perf_counter) -> list:
     walls = []
     for argument in arguments:
-        start = time.perf_counter()
+        start = clock()
         function(argument)
-        walls.append(time.perf_counter() - start)
+        walls.append(clock() - start)
     return walls
 
 
@@ -176,6 +176,10 @@ def main():
         cache = NeighbourCache()
         predict(committees, cell, numbers, configurations[0], cache)  # the list for this cell
         warm = timed(lambda positions: predict(committees, cell, numbers, positions, cache), configurations)
+        # The CPU time of this thread alone: what a prediction costs when other processes share the cores.
+        warm_cpu = timed(lambda positions: predict(committees, cell, numbers, positions, cache), configurations,
+                         clock=time.thread_time)
+        cold_cpu = timed(lambda positions: cold_prediction(paths, positions), configurations, clock=time.thread_time)
         legacy_check = legacy_prediction(paths, configurations[0])
         torch.set_num_threads(default_threads)  # the legacy path as it was measured before, torch's default threads
         legacy_default_threads = timed(lambda positions: legacy_prediction(paths, positions),
@@ -185,9 +189,11 @@ def main():
     load_after = os.getloadavg()[0]
     timings = {'cold': summary(cold), 'warm_new_neighbour_list': summary(warm_new_list), 'warm': summary(warm),
                'legacy': summary(legacy), 'legacy_default_threads': summary(legacy_default_threads),
+               'warm_thread_cpu': summary(warm_cpu), 'cold_thread_cpu': summary(cold_cpu),
                'default_torch_threads': default_threads, 'first_call_s': first_call}
     ratios = {name: abinit['abinit_wall_s'] / timings[name]['median_s']
-              for name in ('cold', 'warm_new_neighbour_list', 'warm', 'legacy', 'legacy_default_threads')}
+              for name in ('cold', 'warm_new_neighbour_list', 'warm', 'legacy', 'legacy_default_threads',
+                           'warm_thread_cpu', 'cold_thread_cpu')}
     agreement = {key: float(np.abs(np.asarray(first[key]) - np.asarray(legacy_check[key])[0]).max())
                  for key in ('polarization', 'dielectric_tensor', 'born_charges')}
     agreement['raman_tensors'] = float(np.abs(first['raman_tensors'] - legacy_check['raman_tensors']).max())
@@ -196,8 +202,9 @@ def main():
                        f'one ABINIT DFPT ε∞ run (GS + Berry phase + ddk + E-field) of 2-atom GaAs at the '
                        f'{args.protocol} protocol; cold includes loading both checkpoints, warm has the models in '
                        'memory (warm: neighbour list reused within the skin; warm_new_neighbour_list: built per '
-                       'structure); legacy: the previous path (predict_response per model, separate ε∞ graph), '
-                       'at 1 thread and at torch\'s default number of threads (as measured before)',
+                       'structure); legacy: the autograd path (predict.reference_response per model, separate ε∞ '
+                       'graph), at 1 thread and at torch\'s default number of threads (as measured before); '
+                       '*_thread_cpu: CPU time of the predicting thread (time.thread_time), not wall time',
         'machine': {'arch': platform.machine(), 'cores': os.cpu_count(), 'torch_threads': torch.get_num_threads(),
                     'load_average_before_after': [load_before, load_after], 'gpu': 'none'},
         'timings': timings, 'abinit': abinit,
@@ -212,7 +219,8 @@ def main():
         'units': {'times': 's', 'born_charges': 'e', 'raman_tensors': 'Bohr (√Ω · ∂χ/∂τ · e/√M, atomic units)'},
     }
     RESULTS.write_text(json.dumps(result, indent=1))
-    for name in ('cold', 'warm_new_neighbour_list', 'warm', 'legacy', 'legacy_default_threads'):
+    for name in ('cold', 'warm_new_neighbour_list', 'warm', 'legacy', 'legacy_default_threads', 'warm_thread_cpu',
+                 'cold_thread_cpu'):
         t = timings[name]
         print(f'model {name}: {t["median_s"] * 1e3:.2f} ms median ({t["min_s"] * 1e3:.2f} ms min) over '
               f'{t["repeats"]} predictions with Z* and Raman tensors; ratio ABINIT/model {ratios[name]:.0f}x')

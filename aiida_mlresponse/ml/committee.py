@@ -41,7 +41,8 @@ from torch import nn
 from .baselines import TaylorBaseline, count_terms, select_degree
 from .datasets import TARGETS, tensor_to_voigt
 from .density import AtomCubes
-from .radnet import CubePolynomial, RadNet, TaylorHead, complete_hyperparameters, evaluate_heads, standardize
+from .radnet import (CubePolynomial, RadNet, TaylorHead, complete_hyperparameters, evaluate_heads,
+                     stack_members, stacked_correction_and_jvp, standardize)
 from .training import TrainingConfig, train
 
 KIND = 'radnet_committee'
@@ -168,18 +169,19 @@ class Committee(nn.Module):
         forward_mode = tangents is not None
         n_atoms = positions.shape[0]
         with torch.no_grad():
-            corrections, grad_sum = [], 0
-            # The networks' dtype, converted once for all members.
-            network_cubes = cubes.to(self.members[0].dtype)
-            network_tangents = tangents.to(self.members[0].dtype) if forward_mode else None
-            for member in self.members:
-                if forward_mode:
-                    value, grad = member.weighted_correction_and_jvp(network_cubes, network_tangents)  # (3N, K)
-                else:
+            if forward_mode:
+                # All members at once: (K, n_outputs), (K, 3N, n_outputs).
+                corrections, grads = stacked_correction_and_jvp(list(self.members), cubes, tangents,
+                                                                self._stacked_members())
+                grad_sum = grads.sum(dim=0)
+            else:
+                corrections, grad_sum = [], 0
+                network_cubes = cubes.to(self.members[0].dtype)  # converted once for all members
+                for member in self.members:
                     value, grad = member.weighted_correction_and_cube_jacobian(network_cubes)
-                corrections.append(value)
-                grad_sum = grad_sum + grad
-            corrections = torch.stack(corrections)  # (K, n_outputs)
+                    corrections.append(value)
+                    grad_sum = grad_sum + grad
+                corrections = torch.stack(corrections)  # (K, n_outputs)
             mean = corrections.mean(dim=0)
             if forward_mode:
                 grad = self._per_atom(grad_sum.T / len(self.members), n_atoms)  # (n_outputs, N, 3)
@@ -219,6 +221,15 @@ class Committee(nn.Module):
                     mean, gradient = mean + member_taylors.mean(dim=0), gradient.mean(dim=0)
                 position_grad = gradient if position_grad is None else position_grad + gradient
         return mean, values, cube_grad, position_grad
+
+    def _stacked_members(self) -> dict:
+        """`radnet.stack_members` of the members, remade when any of their tensors changed (training, loading)."""
+        tensors = [t for member in self.members for t in (*member.parameters(), *member.buffers())]
+        key = tuple((id(t), t._version) for t in tensors)
+        cached = getattr(self, '_stacked_cache', None)
+        if cached is None or cached[0] != key:
+            cached = self._stacked_cache = (key, stack_members(list(self.members)))
+        return cached[1]
 
     @staticmethod
     def _per_atom(directional: torch.Tensor, n_atoms: int) -> torch.Tensor:

@@ -148,6 +148,16 @@ def test_forward_and_reverse_mode_derivatives_agree(central):
         np.testing.assert_allclose(value, reverse[key], rtol=1e-11, atol=1e-13 * np.abs(value).max(), err_msg=key)
     with pytest.raises(ValueError, match='mode'):
         predict_structure(committees, samples[4], cell, [31, 33], mode='sideways')
+    # The members' stacked tensors (cached by forward mode) follow a change of the weights.
+    import torch
+
+    with torch.no_grad():
+        p_committee.members[1].atom_network.output.weight.mul_(3.0)
+    forward = predict_structure(committees, samples[4], cell, [31, 33], mode='forward')
+    changed = predict_structure(committees, samples[4], cell, [31, 33], mode='reverse')
+    np.testing.assert_allclose(forward['born_charges'], changed['born_charges'], rtol=1e-11,
+                               atol=1e-13 * np.abs(changed['born_charges']).max())
+    assert np.abs(changed['born_charges'] - reverse['born_charges']).max() > 1e-6
 
 
 def test_cube_polynomial_committee_derivatives_in_both_modes_equal_autograd():

@@ -183,3 +183,27 @@ def test_network_forward_mode_written_out_matches_autograd(preset):
         _, expected = jvp(model.atom_network, (cubes,), (tangents[t],))
         np.testing.assert_allclose(derivatives[t].numpy(), expected.detach().numpy(), rtol=1e-10,
                                    atol=1e-12 * expected.abs().max().item())
+
+
+@pytest.mark.parametrize('preset', ['tiny', 'light'])
+def test_stacked_members_forward_mode_equals_each_member(preset):
+    """radnet.stacked_correction_and_jvp (members stacked) gives each member's weighted_correction_and_jvp."""
+    from aiida_mlresponse.ml.radnet import stacked_correction_and_jvp
+
+    torch.manual_seed(2)
+    members = [RadNet(preset=preset, n_outputs=3, dtype='float64') for _ in range(3)]
+    for member in members:
+        with torch.no_grad():
+            member.input_mean.uniform_()
+            member.input_scale.uniform_(0.5, 2.0)
+            member.output_scale.uniform_(0.5, 2.0)
+            member.output_offset.normal_()
+            member.residual_weight.uniform_()
+    cubes = torch.rand(2, 1, 9, 9, 9, dtype=torch.float64) * 3
+    tangents = torch.randn(3, 2, 1, 9, 9, 9, dtype=torch.float64)
+    values, derivatives = stacked_correction_and_jvp(members, cubes, tangents)
+    for k, member in enumerate(members):
+        value, derivative = member.weighted_correction_and_jvp(cubes, tangents)
+        np.testing.assert_allclose(values[k].numpy(), value.numpy(), rtol=1e-12)
+        np.testing.assert_allclose(derivatives[k].numpy(), derivative.numpy(), rtol=1e-10,
+                                   atol=1e-12 * derivative.abs().max().item())
