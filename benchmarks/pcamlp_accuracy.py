@@ -192,6 +192,32 @@ def stress_curves(model, steps: int, label: str, out_png):
     return curves
 
 
+COMPARED = ('train_seconds', 'train_cpu_seconds', 'pca_seconds', 'scalar_train_seconds', 'field_train_seconds',
+            'F_mae_mHa', 'F_max_mHa', 'U_mae_mHa', 'U_max_mHa', 'minus_TS_mae_mHa', 'minus_TS_max_mHa',
+            'nrmse_rho_mean_percent', 'nrmse_phi_mean_percent', 'nrmse_u_mean_percent', 'nrmse_s_mean_percent',
+            'pca_only_nrmse_rho_mean_percent', 'position_error_mean_bohr', 'position_error_max_bohr',
+            'F_committee_std_mean_mHa', 'F_spread_error_spearman')
+
+
+def compare(other: dict, this: dict) -> dict:
+    """Side by side, per training size: the other run's value, this run's, and this / other."""
+    out = {}
+    for row in this['rows']:
+        old = next((r for r in other['rows'] if r['n_train'] == row['n_train']), None)
+        if old is None:
+            continue
+        table = {key: {'other': old.get(key), 'this': row.get(key),
+                       'this_over_other': row[key] / old[key] if old.get(key) and row.get(key) is not None else None}
+                 for key in COMPARED if key in row or key in old}
+        out[str(row['n_train'])] = table
+        print(f'n_train {row["n_train"]}: {"":32s} {"other":>12s} {"this":>12s} {"this/other":>10s}')
+        for key, v in table.items():
+            fmt = lambda x: f'{x:12.5g}' if isinstance(x, (int, float)) else f'{str(x):>12s}'  # noqa: E731
+            ratio = f'{v["this_over_other"]:10.3f}' if v['this_over_other'] is not None else ''
+            print(f'  {key:40s} {fmt(v["other"])} {fmt(v["this"])} {ratio}')
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--data', default=str(MG_DATA))
@@ -219,9 +245,20 @@ def main():
     parser.add_argument('--no-stress', action='store_true')
     parser.add_argument('--tag', default='')
     parser.add_argument('--results-dir', default=str(RESULTS), help='where the JSON and plots go')
+    parser.add_argument('--compare-with', default=None,
+                        help="a JSON written by this script (e.g. earlier settings): printed side by side")
+    parser.add_argument('--compare-files', nargs=2, metavar=('OTHER', 'THIS'), default=None,
+                        help='no training: print two JSONs of this script side by side, store it in THIS')
     parser.add_argument('--verbose', action='store_true')
     args = parser.parse_args()
     args.pca = int(args.pca) if args.pca >= 1 else args.pca
+    if args.compare_files:
+        other, this = (pathlib.Path(p) for p in args.compare_files)
+        result = json.loads(this.read_text())
+        result['comparison'] = compare(json.loads(other.read_text()), result)
+        result['comparison']['other'] = str(other)
+        this.write_text(json.dumps(result, indent=1))
+        return
     torch.set_num_threads(args.threads)
 
     if args.synthetic:
@@ -294,6 +331,9 @@ def main():
         'seed_paper': SEED_PAPER, 'target': {'F_mae_mHa': 0.05, 'max_train': 1000},
         'rows': rows, 'uniaxial_paths': curves, 'plots': [str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in pngs.values()],
     }
+    if args.compare_with:
+        result['comparison'] = compare(json.loads(pathlib.Path(args.compare_with).read_text()), result)
+        result['comparison']['other'] = args.compare_with
     path = results / f'{stem}.json'
     path.write_text(json.dumps(result, indent=1))
     print('wrote', path)
