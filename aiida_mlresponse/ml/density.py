@@ -34,7 +34,7 @@ import torch
 __all__ = ['AtomCubes', 'NeighbourList', 'neighbour_pairs']
 
 #: (centre atom, bin offset, slot) triples per block of `neighbour_pairs` (bounds its memory for large cells).
-_PAIR_BLOCK = 1 << 20
+_PAIR_BLOCK = 1 << 16  # (measured fastest for a 9826-atom cell: the arrays stay in cache)
 
 
 def neighbour_pairs(positions, cell, cutoff: float):
