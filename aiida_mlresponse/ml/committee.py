@@ -212,7 +212,7 @@ class Committee(nn.Module):
                 # One stacked evaluation of the central head (if any) and the members'.
                 taylors = [self.central.taylor] if self.central is not None else []
                 taylors += [member.taylor for member in self.members]
-                taylor, gradient = TaylorHead.stacked_with_gradient(taylors, positions)
+                taylor, gradient = TaylorHead.stacked_with_gradient(taylors, positions, self._stacked_taylors(taylors))
                 member_taylors = taylor[len(taylors) - len(self.members):]
                 values = values + member_taylors
                 if self.central is not None:
@@ -224,12 +224,27 @@ class Committee(nn.Module):
 
     def _stacked_members(self) -> dict:
         """`radnet.stack_members` of the members, remade when any of their tensors changed (training, loading)."""
-        tensors = [t for member in self.members for t in (*member.parameters(), *member.buffers())]
-        key = tuple((id(t), t._version) for t in tensors)
-        cached = getattr(self, '_stacked_cache', None)
-        if cached is None or cached[0] != key:
-            cached = self._stacked_cache = (key, stack_members(list(self.members)))
-        return cached[1]
+        return self._cached('members', list(self.members), lambda: stack_members(list(self.members)))
+
+    def _stacked_taylors(self, taylors: list) -> dict:
+        """`radnet.TaylorHead.stack` of the given heads, remade when any of their buffers changed."""
+        return self._cached('taylors', taylors, lambda: TaylorHead.stack(taylors))
+
+    def _cached(self, name: str, modules: list, build: Callable):
+        """build(), kept until a tensor of `modules` is replaced or changed in place (its version counter moves).
+        The key reads the modules' own parameter and buffer dicts, so it costs microseconds, not a module walk."""
+        cache = self.__dict__.setdefault('_tensor_cache', {})
+        entry = cache.get(name)
+        if entry is None or entry[0] != [id(m) for m in modules]:
+            slots = [(module.__dict__[kind], key) for top in modules for module in top.modules()
+                     for kind in ('_parameters', '_buffers') for key, value in module.__dict__[kind].items()
+                     if value is not None]
+            entry = cache[name] = [[id(m) for m in modules], slots, None, None]
+        slots = entry[1]
+        key = [(id(table[key]), table[key]._version) for table, key in slots]
+        if entry[2] != key:
+            entry[2], entry[3] = key, build()
+        return entry[3]
 
     @staticmethod
     def _per_atom(directional: torch.Tensor, n_atoms: int) -> torch.Tensor:

@@ -320,7 +320,16 @@ class TaylorHead(nn.Module):
         return features @ coefficients + intercept
 
     @staticmethod
-    def stacked_with_gradient(heads: list, positions: torch.Tensor):
+    def stack(heads: list) -> dict:
+        """The heads' buffers stacked (leading axis H), with the inverse cells, for `stacked_with_gradient`."""
+        cell = torch.stack([head.cell for head in heads])
+        return {'reference': torch.stack([head.reference for head in heads]), 'cell': cell,
+                'inverse_cell': torch.linalg.inv(cell), 'scale': torch.stack([head.scale for head in heads])[:, None],
+                'coefficients': torch.stack([head.coefficients for head in heads]),
+                'intercept': torch.stack([head.intercept for head in heads])}
+
+    @staticmethod
+    def stacked_with_gradient(heads: list, positions: torch.Tensor, stacked: dict | None = None):
         """`stacked` for one configuration (N, 3) Bohr and its derivative, without autograd:
         (values (H, K), ∂values/∂positions (H, K, N, 3)), float64.
 
@@ -333,11 +342,10 @@ class TaylorHead(nn.Module):
         if positions.shape[0] != first.reference.shape[0]:
             TaylorHead.stacked(heads, positions.unsqueeze(0))  # its checks and their messages
         with torch.no_grad():
-            reference = torch.stack([head.reference for head in heads])
-            cell = torch.stack([head.cell for head in heads])
-            scale = torch.stack([head.scale for head in heads])[:, None]
-            delta = positions.to(torch.float64) - reference  # (H, N, 3)
-            fractional = delta @ torch.linalg.inv(cell)
+            stacked = stacked or TaylorHead.stack(heads)
+            cell, scale = stacked['cell'], stacked['scale']
+            delta = positions.to(torch.float64) - stacked['reference']  # (H, N, 3)
+            fractional = delta @ stacked['inverse_cell']
             delta = (fractional - torch.round(fractional)) @ cell
             x = (delta[:, 1:] - delta[:, :1]).flatten(-2) / scale  # (H, D)
             n_features = x.shape[-1]
@@ -350,8 +358,7 @@ class TaylorHead(nn.Module):
                 tangent = (tangent @ parents) * from_feature[:, None, :] + from_parent[:, None, :] * features
                 columns.append(from_parent * from_feature)
                 tangents.append(tangent)
-            coefficients = torch.stack([head.coefficients for head in heads])  # (H, terms, K)
-            intercept = torch.stack([head.intercept for head in heads])
+            coefficients, intercept = stacked['coefficients'], stacked['intercept']  # (H, terms, K), (H, K)
             values = (torch.cat(columns, dim=-1)[:, None] @ coefficients)[:, 0] + intercept
             gradient = torch.cat(tangents, dim=-1) @ coefficients / scale[:, :, None]  # (H, D, K)
             gradient = gradient.reshape(len(heads), -1, 3, gradient.shape[-1]).permute(0, 3, 1, 2)  # (H, K, N-1, 3)
