@@ -191,9 +191,11 @@ def main():
                'legacy': summary(legacy), 'legacy_default_threads': summary(legacy_default_threads),
                'warm_thread_cpu': summary(warm_cpu), 'cold_thread_cpu': summary(cold_cpu),
                'default_torch_threads': default_threads, 'first_call_s': first_call}
+    # wall against wall and CPU against CPU: ABINIT's wall time grows with the machine's load far more than
+    # the model's, so the CPU ratio is the one that does not flatter the model on a busy machine.
     ratios = {name: abinit['abinit_wall_s'] / timings[name]['median_s']
-              for name in ('cold', 'warm_new_neighbour_list', 'warm', 'legacy', 'legacy_default_threads',
-                           'warm_thread_cpu', 'cold_thread_cpu')}
+              for name in ('cold', 'warm_new_neighbour_list', 'warm', 'legacy', 'legacy_default_threads')}
+    ratios.update({name: abinit['abinit_cpu_s'] / timings[name]['median_s'] for name in ('warm_thread_cpu', 'cold_thread_cpu')})
     agreement = {key: float(np.abs(np.asarray(first[key]) - np.asarray(legacy_check[key])[0]).max())
                  for key in ('polarization', 'dielectric_tensor', 'born_charges')}
     agreement['raman_tensors'] = float(np.abs(first['raman_tensors'] - legacy_check['raman_tensors']).max())
@@ -208,7 +210,8 @@ def main():
         'machine': {'arch': platform.machine(), 'cores': os.cpu_count(), 'torch_threads': torch.get_num_threads(),
                     'load_average_before_after': [load_before, load_after], 'gpu': 'none'},
         'timings': timings, 'abinit': abinit,
-        'ratio_abinit_wall_over_model_median': ratios,
+        'ratio_abinit_over_model_median': ratios,
+        'ratio_note': 'wall over wall, except *_thread_cpu: ABINIT CPU seconds over the predicting thread\'s CPU seconds',
         'ratio_process_wall_over_warm_median': abinit['process_wall_s'] / timings['warm']['median_s'],
         'target_ratio': 10000,
         'max_abs_difference_to_legacy_path': agreement,
@@ -223,7 +226,8 @@ def main():
                  'cold_thread_cpu'):
         t = timings[name]
         print(f'model {name}: {t["median_s"] * 1e3:.2f} ms median ({t["min_s"] * 1e3:.2f} ms min) over '
-              f'{t["repeats"]} predictions with Z* and Raman tensors; ratio ABINIT/model {ratios[name]:.0f}x')
+              f'{t["repeats"]} predictions with Z* and Raman tensors; ratio ABINIT/model {ratios[name]:.0f}x '
+              f'({"CPU/CPU" if name.endswith("cpu") else "wall/wall"})')
     print(f'first call in the process (cold): {first_call * 1e3:.1f} ms; largest difference to the legacy path: '
           f'{agreement}')
     print(f'ABINIT {args.protocol}: {abinit["abinit_wall_s"]:.1f} s wall ({abinit["abinit_cpu_s"]:.1f} s cpu), '
