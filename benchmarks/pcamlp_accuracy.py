@@ -100,6 +100,8 @@ def evaluate(args, data, train, test, fields_names, label):
            'pca_seconds': history['pca_seconds'],
            'scalar_train_seconds': history['scalars']['seconds'],
            'field_train_seconds': history.get('fields', {}).get('seconds'),
+           'scalar_train_cpu_seconds': history['scalars'].get('cpu_seconds'),
+           'field_train_cpu_seconds': history.get('fields', {}).get('cpu_seconds'),
            'train_seconds_by_stage': {stage: {key: history[stage].get(key) for key in
                                               ('seconds', 'cpu_seconds', 'adam_seconds', 'lbfgs_seconds',
                                                'epochs_run', 'lbfgs_iterations')}
@@ -192,7 +194,7 @@ def stress_curves(model, steps: int, label: str, out_png):
     return curves
 
 
-COMPARED = ('train_seconds', 'train_cpu_seconds', 'pca_seconds', 'scalar_train_seconds', 'field_train_seconds',
+COMPARED = ('train_seconds', 'train_cpu_seconds', 'pca_cpu_seconds', 'scalar_train_cpu_seconds', 'field_train_cpu_seconds',
             'F_mae_mHa', 'F_max_mHa', 'U_mae_mHa', 'U_max_mHa', 'minus_TS_mae_mHa', 'minus_TS_max_mHa',
             'nrmse_rho_mean_percent', 'nrmse_phi_mean_percent', 'nrmse_u_mean_percent', 'nrmse_s_mean_percent',
             'pca_only_nrmse_rho_mean_percent', 'position_error_mean_bohr', 'position_error_max_bohr',
