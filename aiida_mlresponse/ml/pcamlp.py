@@ -304,12 +304,14 @@ class PCAMLPCommittee(nn.Module):
 
         Keys: each head name and `<head>_std` (B, n_out); with `fields`, each field and (with
         `field_spread`, which costs K reconstructions) `<field>_std` (B, n1, n2, n3); with
-        `coefficients`, `<field>_coef` and `<field>_coef_std` (B, d). Runs `chunk_size` deformations
-        at a time, so the hidden activations stay in cache.
+        `coefficients`, `<field>_coef` and `<field>_coef_std` (B, d). With fields or coefficients it runs
+        `chunk_size` deformations at a time, so the wide hidden activations stay in cache.
         """
         x = self._inputs(deformations)
         wanted = self.field_names if fields is True else [name for name in (fields or []) if name in self.field_names]
         need_coefficients = bool(wanted) or coefficients
+        if not need_coefficients:  # the scalar nets are small: chunks would only add overhead
+            chunk_size = max(len(x), 1)
         parts = {}
         for start in range(0, len(x), chunk_size):
             scalars, coefs = self.all_members(x[start:start + chunk_size], fields=need_coefficients)
