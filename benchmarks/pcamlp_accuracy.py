@@ -275,7 +275,7 @@ def main():
         data = pm.load_mg_arrays(args.data)
         source = f'Mg, ABINIT `fast` protocol campaign ({args.data}, {len(data["D"])} configurations)'
         stem = 'pcamlp_accuracy'
-    stem += args.tag
+    stem += f'_{args.tag.lstrip("_")}' if args.tag else ''
     fields_names = [name for name in pm.DEFAULT_FIELDS if name in data]
     n = len(data['D'])
     rng = np.random.default_rng(args.seed)
