@@ -14,7 +14,8 @@ gathers all finished rows for training (fields float32, (N, n1, n2, n3)); failur
 `--max-concurrent K` (K > 1) submits to the daemon instead of running in this process and keeps K
 relaxations in flight (start it with `verdi daemon start`; several serial ABINIT jobs beat one MPI job
 on a few cores). Submitted work chains carry the extra `campaign_index`, so a stopped script picks up
-the ones still running or finished on its next start. `--warm-start` starts each relaxation from R
+the ones still running or finished on its next start. To stop cleanly: stop this script, `verdi process
+kill` the campaign's running work chains (they are run again on the next start), `verdi daemon stop`. `--warm-start` starts each relaxation from R
 predicted by a ridge fit R(D) (linear, then quadratic) through the configurations already finished (the relaxed
 positions are the same within tolmxf; BFGS needs fewer steps).
 """
@@ -155,10 +156,12 @@ def main():
 
         if not get_daemon_client().is_daemon_running:
             raise SystemExit('--max-concurrent needs the daemon: run `verdi daemon start` first.')
-        in_flight = {}  # index -> node; adopt the ones a previous run of this script left behind
+        # Adopt the work chains a previous run of this script left behind; killed or excepted ones (a
+        # campaign stopped with `verdi process kill`, a machine gone) are not failures: run them again.
+        in_flight = {}  # index -> node
         for node in group.nodes:
             index = node.base.extras.get('campaign_index', None)
-            if index is not None and index in pending and index not in in_flight:
+            if index is not None and index in pending and index not in in_flight and not (node.is_killed or node.is_excepted):
                 in_flight[index] = node
         pending = [index for index in pending if index not in in_flight]
         while pending or in_flight:
