@@ -303,21 +303,12 @@ class TaylorHead(nn.Module):
         if positions.shape[-2] != first.reference.shape[0]:
             raise ValueError(f'the Taylor head was fitted on {first.reference.shape[0]} atoms, '
                              f'got {positions.shape[-2]}: it only applies to the cell it was fitted on')
-        reference = torch.stack([head.reference for head in heads])[:, None]  # (H, 1, N, 3)
-        cell = torch.stack([head.cell for head in heads])[:, None]  # (H, 1, 3, 3)
-        scale = torch.stack([head.scale for head in heads])[:, None, None]
-        delta = positions.to(torch.float64) - reference  # (H, B, N, 3)
-        fractional = delta @ torch.linalg.inv(cell)
-        delta = (fractional - torch.round(fractional).detach()) @ cell
-        relative = delta[..., 1:, :] - delta[..., :1, :]
-        x = relative.flatten(-2) / scale  # (H, B, 3(N-1))
+        stacked = TaylorHead.stack(heads)
+        x = _scaled_displacements(stacked, positions)  # (H, B, 3(N-1))
         columns = [x]
         for parents, features in first._steps:
             columns.append((columns[-1] @ parents) * (x @ features))
-        features = torch.cat(columns, dim=-1)
-        coefficients = torch.stack([head.coefficients for head in heads])  # (H, terms, K)
-        intercept = torch.stack([head.intercept for head in heads])[:, None]
-        return features @ coefficients + intercept
+        return torch.cat(columns, dim=-1) @ stacked['coefficients'] + stacked['intercept'][:, None]
 
     @staticmethod
     def stack(heads: list) -> dict:
@@ -343,11 +334,8 @@ class TaylorHead(nn.Module):
             TaylorHead.stacked(heads, positions.unsqueeze(0))  # its checks and their messages
         with torch.no_grad():
             stacked = stacked or TaylorHead.stack(heads)
-            cell, scale = stacked['cell'], stacked['scale']
-            delta = positions.to(torch.float64) - stacked['reference']  # (H, N, 3)
-            fractional = delta @ stacked['inverse_cell']
-            delta = (fractional - torch.round(fractional)) @ cell
-            x = (delta[:, 1:] - delta[:, :1]).flatten(-2) / scale  # (H, D)
+            scale = stacked['scale']
+            x = _scaled_displacements(stacked, positions)  # (H, D)
             n_features = x.shape[-1]
             columns = [x]
             tangent = torch.eye(n_features, dtype=torch.float64).expand(len(heads), -1, -1)  # (H, D_j, terms)
@@ -364,6 +352,18 @@ class TaylorHead(nn.Module):
             gradient = gradient.reshape(len(heads), -1, 3, gradient.shape[-1]).permute(0, 3, 1, 2)  # (H, K, N-1, 3)
             gradient = torch.cat([-gradient.sum(dim=2, keepdim=True), gradient], dim=2)
         return values, gradient
+
+
+def _scaled_displacements(stacked: dict, positions: torch.Tensor) -> torch.Tensor:
+    """The Taylor heads' features: displacements from each head's reference (minimum image) of atoms 1..N-1
+    relative to atom 0, over the scale; positions (..., N, 3) Bohr -> (H, ..., 3(N-1)), heads from `TaylorHead.stack`."""
+    def per_head(tensor):  # (H, ...) broadcast over the batch axes of positions
+        return tensor.reshape(tensor.shape[:1] + (1,) * (positions.dim() - 2) + tensor.shape[1:])
+
+    delta = positions.to(torch.float64) - per_head(stacked['reference'])
+    fractional = delta @ per_head(stacked['inverse_cell'])
+    delta = (fractional - torch.round(fractional).detach()) @ per_head(stacked['cell'])
+    return (delta[..., 1:, :] - delta[..., :1, :]).flatten(-2) / per_head(stacked['scale'])
 
 
 @functools.lru_cache(maxsize=32)
