@@ -242,17 +242,9 @@ class AtomCubes:
         for y and z, plus Σ H g_x g_y g_z · ∂w/∂v; then R_J gets +∂/∂v and R_I gets -∂/∂v. For the few atoms of a
         small cell this costs a fraction of autograd's graph bookkeeping (benchmarks/radnet_speed.py).
         """
-        positions = self._tensor(positions)
-        cell = self._tensor(cell)
-        charges = self._tensor(numbers)
-        index, shift, mask = neighbours.index, neighbours.shift, neighbours.mask.to(self.dtype)
+        index = neighbours.index
         n_atoms = len(neighbours)
-        vectors = positions[index] + shift.to(self.dtype) @ cell - positions[:, None, :]  # (N, M, 3)
-        switch, switch_slope = self._switch_and_slope(vectors)
-        charge_mask = charges[index] * mask
-        weights = charge_mask * switch  # (N, M)
-        difference = self.offsets - vectors.unsqueeze(-1)  # (N, M, 3, n): x_a - v
-        gauss = torch.exp(-(difference**2) / (2.0 * self.sigma**2))
+        vectors, weights, charge_mask, switch_slope, difference, gauss = self._pair_terms(positions, cell, numbers, neighbours)
         cubes = self._cubes_from_gaussians(gauss, weights).unsqueeze(-4)
         # d g(x_a - v)/dv = g (x_a - v)/σ²
         slope = gauss * difference / self.sigma**2
@@ -283,17 +275,9 @@ class AtomCubes:
         W ⊙ (w_m g_x' + ∂w_m/∂v_x g_x) ⊗ g_y ⊗ g_z (the same for y and z): one separable sum per direction. The
         memory is O(N² n³): for small cells, where forward mode beats the pullback of `cubes_and_pullback`.
         """
-        positions = self._tensor(positions)
-        cell = self._tensor(cell)
-        charges = self._tensor(numbers)
-        index, shift, mask = neighbours.index, neighbours.shift, neighbours.mask.to(self.dtype)
+        index = neighbours.index
         n_atoms, n = len(neighbours), self.n
-        vectors = positions[index] + shift.to(self.dtype) @ cell - positions[:, None, :]  # (N, M, 3)
-        switch, switch_slope = self._switch_and_slope(vectors)
-        charge_mask = charges[index] * mask
-        weights = charge_mask * switch  # (N, M)
-        difference = self.offsets - vectors.unsqueeze(-1)  # (N, M, 3, n)
-        gauss = torch.exp(-(difference**2) / (2.0 * self.sigma**2))
+        vectors, weights, charge_mask, switch_slope, difference, gauss = self._pair_terms(positions, cell, numbers, neighbours)
         cubes = self._cubes_from_gaussians(gauss, weights).unsqueeze(-4)
         weight_slope = (charge_mask * switch_slope).unsqueeze(-1) * 2.0 * vectors  # ∂w/∂v (N, M, 3)
         # factors[β]: the three 1-D factors of ∂cube/∂v_β, the β-th one modified.
@@ -328,6 +312,20 @@ class AtomCubes:
         d2 = (vectors * vectors).sum(-1)
         t = ((d2 - inner**2) / (self.cutoff**2 - inner**2)).clamp(0.0, 1.0)
         return 1.0 - t**3 * (10.0 - 15.0 * t + 6.0 * t**2)
+
+    def _pair_terms(self, positions, cell, numbers, neighbours: NeighbourList):
+        """What the written-out derivatives share, per centre atom I and pair m (N, M): the pair vectors v (N, M, 3),
+        weights w = Z_J s(|v|²), Z_J·mask, ds/d|v|², x_a - v (N, M, 3, n) and the 1-D Gaussians g (N, M, 3, n)."""
+        positions = self._tensor(positions)
+        cell = self._tensor(cell)
+        charges = self._tensor(numbers)
+        index, shift, mask = neighbours.index, neighbours.shift, neighbours.mask.to(self.dtype)
+        vectors = positions[index] + shift.to(self.dtype) @ cell - positions[:, None, :]
+        switch, switch_slope = self._switch_and_slope(vectors)
+        charge_mask = charges[index] * mask
+        difference = self.offsets - vectors.unsqueeze(-1)
+        gauss = torch.exp(-(difference**2) / (2.0 * self.sigma**2))
+        return vectors, charge_mask * switch, charge_mask, switch_slope, difference, gauss
 
     def _switch_and_slope(self, vectors: torch.Tensor):
         """`_switch` and its derivative with respect to the squared distance d², without autograd."""
