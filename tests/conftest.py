@@ -18,12 +18,10 @@ TEST_DATA = pathlib.Path(__file__).parent / 'data'
 @pytest.fixture
 def one_torch_thread():
     """Small nets on this shared 2-core machine: a second torch thread only spins (10x slower under load)."""
-    import torch
+    from aiida_mlresponse.ml.predict import torch_threads
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope='session')

@@ -182,6 +182,12 @@ def _plain_mlp(x, weights, biases):
     return h
 
 
+def _members_by_hand(net, output: int, k: int, x, width: int):
+    """The k members of output `output` of a fused StackedMLP, each evaluated on its own (K, B, width)."""
+    return torch.stack([_plain_mlp(x, [w[output * k + j] for w in net.weights], [b[output * k + j] for b in net.biases])[:, :width]
+                        for j in range(k)])
+
+
 def test_fused_evaluation_equals_member_by_member_evaluation():
     k = 3
     model = _committee(k)
@@ -193,18 +199,13 @@ def test_fused_evaluation_equals_member_by_member_evaluation():
         np.testing.assert_allclose(chunked[key], p[key], rtol=1e-6, atol=1e-7)
     with torch.no_grad():
         for i, (name, n_out) in enumerate(zip(model.head_names, model.head_sizes)):
-            net = model.scalar_net
-            members = torch.stack([
-                _plain_mlp(x, [w[i * k + j] for w in net.weights], [b[i * k + j] for b in net.biases])[:, :n_out]
-                for j in range(k)]) * model.scalar_std[i, :n_out] + model.scalar_mean[i, :n_out]
+            members = _members_by_hand(model.scalar_net, i, k, x, n_out) * model.scalar_std[i, :n_out] \
+                + model.scalar_mean[i, :n_out]
             np.testing.assert_allclose(model.head_members(name, d).numpy(), members.numpy(), rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(p[name], members.mean(0).numpy(), rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(p[f'{name}_std'], members.std(0, unbiased=False).numpy(), rtol=1e-4, atol=1e-6)
         for i, (name, dim) in enumerate(zip(model.field_names, model.field_dims)):
-            net = model.field_net
-            members = torch.stack([
-                _plain_mlp(x, [w[i * k + j] for w in net.weights], [b[i * k + j] for b in net.biases])[:, :dim]
-                for j in range(k)]) * model.coef_std[i, :dim] + model.coef_mean[i, :dim]
+            members = _members_by_hand(model.field_net, i, k, x, dim) * model.coef_std[i, :dim] + model.coef_mean[i, :dim]
             np.testing.assert_allclose(model.coefficient_members(name, d).numpy(), members.numpy(), rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(p[f'{name}_coef'], members.mean(0).numpy(), rtol=1e-5, atol=1e-6)
             fields = model.reconstruct(name, members)
