@@ -27,18 +27,19 @@ import time
 
 import numpy as np
 
-FIELDS = ('rho', 'phi', 'u', 's')
-
-
 def export(out: pathlib.Path, protocol: str, seed: int) -> pathlib.Path | None:
     files = sorted(p for p in (out / 'configs').glob('*.npz') if '.tmp' not in p.name)  # not one being written
     if not files:
         return None
     rows = [dict(np.load(path)) for path in files]
     stacked = {name: np.stack([row[name] for row in rows]) for name in rows[0]}
-    target = out / f'mg_{protocol}_seed{seed}.npz'
+    return save_npz(out / f'mg_{protocol}_seed{seed}.npz', stacked)
+
+
+def save_npz(target: pathlib.Path, arrays: dict) -> pathlib.Path:
+    """np.savez through a temporary file, so a reader never sees a half-written one."""
     tmp = target.with_suffix('.tmp.npz')
-    np.savez(tmp, **stacked)
+    np.savez(tmp, **arrays)
     tmp.replace(target)
     return target
 
@@ -72,12 +73,11 @@ def write_row(out: pathlib.Path, index: int, deformation, node) -> dict:
         'volume': parameters['volume'], 'stress': arrays.get_array('stress'), 'R': arrays.get_array('R'),
         'xred': arrays.get_array('xred'), 'cell': arrays.get_array('cell'),
     }
-    for name in FIELDS:
+    from aiida_mlresponse.workflows.mg_labels import FIELD_NAMES
+
+    for name in FIELD_NAMES:
         row[name] = node.outputs.fields.get_array(name)
-    target = out / 'configs' / f'{index:05d}.npz'
-    tmp = target.with_suffix('.tmp.npz')
-    np.savez(tmp, **row)
-    tmp.replace(target)
+    save_npz(out / 'configs' / f'{index:05d}.npz', row)
     return row
 
 
