@@ -148,6 +148,20 @@ class StackedMLP(nn.Module):
             h = (torch.baddbmm(b, h, w) if h.dim() == 3 else torch.matmul(h, w) + b).tanh_()
         return h
 
+    def hidden_and_jacobian(self, x: torch.Tensor, members: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last hidden layer of `members` (K, B, n_hidden) and its input derivatives (K, B, n_hidden, n_in).
+
+        x: (K, B, n_in). Forward mode, written out: a = h W + b, h' = tanh(a), dh' = (1 - h'^2) (dh W).
+        """
+        h, dh = x, None
+        for w, b in zip(self.weights[:-1], self.biases[:-1]):
+            w, b = w[members], b[members]
+            a = torch.baddbmm(b, h, w)
+            da = w.transpose(1, 2)[:, None].expand(-1, h.shape[1], -1, -1) if dh is None else torch.einsum('kbij,kio->kboj', dh, w)
+            h = a.tanh()
+            dh = (1.0 - h * h)[..., None] * da
+        return h, dh
+
     def subset(self, members: slice) -> 'StackedMLP':
         """A new StackedMLP holding a copy of some members' weights (to optimize them on their own)."""
         sizes = [self.weights[0].shape[1], *(w.shape[2] for w in self.weights)]
@@ -379,6 +393,7 @@ def _train_stacked(
     batch_size: int, lr: float, lr_final: float, l2: float, eval_every: int, rng: np.random.Generator,
     time_budget_s: float | None, log: Callable[[str], None] | None, log_every: int, label: str,
     group_names: list[str], lbfgs_iterations: int = 0, lbfgs_chunk: int = 50, refit_output: bool = True,
+    slopes: 'Slopes | None' = None,
 ) -> dict:
     """Train a stacked net of G x K members, member g*K + k fitting output group g on the data of split k.
 
@@ -390,6 +405,9 @@ def _train_stacked(
     `refit_output`) the exact minimizer of that loss over the linear output layer (ridge regression on
     the last hidden layer). Each member keeps the weights of its lowest validation MSE, checked every
     ``eval_every`` epochs, after every ``lbfgs_chunk`` L-BFGS iterations and after the refit.
+
+    `slopes` adds to the loss of one group's members the mean squared error of their input gradients
+    mapped by `slopes.jacobian` (for F: the stress), see `Slopes`; validation stays on the values.
     """
     t_start, cpu_start = time.perf_counter(), time.process_time()
     k = len(splits)
@@ -419,7 +437,13 @@ def _train_stacked(
         """Loss of each of `module`'s members (`members` of the stack) on its rows `index`."""
         index = index[members]
         err = (module(x_all[index]) - y_members[rows[members], index]) ** 2 * member_mask[members]
-        return err.sum(dim=(1, 2)) / (index.shape[1] * member_columns[members]) + l2 * module.l2()
+        loss = err.sum(dim=(1, 2)) / (index.shape[1] * member_columns[members]) + l2 * module.l2()
+        if slopes is not None:
+            local = _local_members(members, slopes.group * k, (slopes.group + 1) * k, m)
+            if local is not None:
+                extra = slopes.loss(module, local, x_all, index[local])
+                loss = loss + torch.cat([loss.new_zeros(local.start), extra, loss.new_zeros(len(loss) - local.stop)])
+        return loss
 
     @torch.no_grad()
     def _keep_best() -> float:
@@ -501,7 +525,7 @@ def _train_stacked(
             for saved, p in zip(best_state, net.parameters()):
                 p.copy_(saved)
     if refit_output:
-        _refit_output_layer(net, x_all, y_members, member_mask, train_index, l2)
+        _refit_output_layer(net, x_all, y_members, member_mask, train_index, l2, slopes=slopes, k=k)
         if has_val:
             val_text = f'{_keep_best():.3e}'
             with torch.no_grad():
@@ -517,12 +541,47 @@ def _train_stacked(
     return history
 
 
+def _local_members(members: slice, start: int, stop: int, m: int) -> slice | None:
+    """Members start:stop of a stack of m, counted within the run of `members` (None if not all in it)."""
+    first, last, _ = members.indices(m)
+    if start < first or stop > last:
+        return None
+    return slice(start - first, stop - first)
+
+
+class Slopes:
+    """Gradient data for one group of a stacked net: ABINIT's stress for the free-energy head.
+
+    With standardized inputs x and output y, the targets are t_v = Σ_j ∂y/∂x_j J[j, v] (N, n_v):
+    for F, J = (F_std / D_std_j / σ_std) `physics.stress.cauchy_stress_map` and t = σ / σ_std, σ_std
+    one scale for all components. The loss term of each member is `weight` times the mean squared
+    error of t over its rows and components: one configuration brings six stress numbers beside F.
+    """
+
+    def __init__(self, group: int, jacobian: torch.Tensor, targets: torch.Tensor, weight: float):
+        self.group, self.jacobian, self.targets, self.weight = group, jacobian, targets, float(weight)
+
+    def predict(self, gradients: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """t (K, B, n_v) from input gradients (K, B, 6) of the rows `index` (K, B)."""
+        return torch.einsum('kbj,kbjv->kbv', gradients, self.jacobian[index])
+
+    def loss(self, module: StackedMLP, members: slice, x_all: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """(K,) slope loss of `members` of `module` on their rows `index` (K, B), differentiable twice."""
+        x = x_all[index].requires_grad_(True)
+        y = module(x, members)[..., 0]
+        (gradients,) = torch.autograd.grad(y.sum(), x, create_graph=True)  # each member has its own copy of x
+        return self.weight * ((self.predict(gradients, index) - self.targets[index]) ** 2).mean(dim=(1, 2))
+
+
 @torch.no_grad()
-def _refit_output_layer(net: StackedMLP, x_all, y_members, member_mask, train_index, l2: float):
+def _refit_output_layer(net: StackedMLP, x_all, y_members, member_mask, train_index, l2: float,
+                        slopes: Slopes | None = None, k: int = 1):
     """Replace each member's linear output layer by the exact minimizer of its training loss.
 
     With the hidden layers fixed the loss (1/(n c)) |H W + b - Y|^2 + l2 |W|^2 (c real output columns)
-    is a ridge regression: (H^T H + n c l2 I) W = H^T Y on the centred features, in float64.
+    is a ridge regression: (H^T H + n c l2 I) W = H^T Y on the centred features, in float64. The
+    slope term of `slopes` is linear in W too (∂y/∂x = (∂H/∂x) W): its rows join the same normal
+    equations for that group's members.
     """
     h = net.hidden(x_all[train_index]).double()  # (M, n, n_hidden)
     y = y_members[torch.arange(len(train_index))[:, None], train_index].double()  # (M, n, n_out)
@@ -531,10 +590,34 @@ def _refit_output_layer(net: StackedMLP, x_all, y_members, member_mask, train_in
     hc, yc = h - h_mean, y - y_mean
     columns = member_mask.sum(dim=(1, 2)).double()
     gram = hc.transpose(1, 2) @ hc + (n * columns * l2)[:, None, None] * torch.eye(n_hidden, dtype=torch.float64)
-    w = torch.linalg.solve(gram, hc.transpose(1, 2) @ yc) * member_mask.double()
+    rhs = hc.transpose(1, 2) @ yc
+    if slopes is not None:  # its head has one real column (column 0), so c = 1
+        members = slice(slopes.group * k, (slopes.group + 1) * k)
+        index = train_index[members]
+        _, jacobian = net.hidden_and_jacobian(x_all[index], members)  # (K, n, n_hidden, 6)
+        # rows of the slope term: G[b, v] = Σ_j ∂H_b/∂x_j J_b[j, v]; loss weight / (n n_v) vs 1 / n for values
+        g = torch.einsum("kbhj,kbjv->kbvh", jacobian.double(), slopes.jacobian[index].double()).reshape(k, -1, n_hidden)
+        t = slopes.targets[index].double().reshape(k, -1, 1)
+        scale = slopes.weight / slopes.targets.shape[1]
+        gram[members] += scale * g.transpose(1, 2) @ g
+        rhs[members, :, :1] += scale * g.transpose(1, 2) @ t
+    w = torch.linalg.solve(gram, rhs) * member_mask.double()
     b = y_mean - h_mean @ w
     net.weights[-1].copy_(w)
     net.biases[-1].copy_(b)
+
+
+def stress_slopes(model: PCAMLPCommittee, deformations: np.ndarray, stress, weight: float) -> Slopes:
+    """The `Slopes` of the F head from ABINIT's stress (N, 3, 3), in the model's standardized units."""
+    from aiida_mlresponse.physics.stress import VOIGT_PAIRS, cauchy_stress_map
+
+    stress = np.asarray(stress, dtype=np.float64)
+    voigt = np.stack([stress[:, i, j] for i, j in VOIGT_PAIRS], -1)
+    scale = float(voigt.std()) or 1.0
+    i = model.head_names.index('F')
+    f_std = float(model.scalar_std[i, 0])
+    jacobian = cauchy_stress_map(deformations) * f_std / model.input_std.double()[None, :, None] / scale
+    return Slopes(i, jacobian.float(), torch.as_tensor(voigt / scale, dtype=torch.float32), weight)
 
 
 def fit_pcamlp(
@@ -543,6 +626,8 @@ def fit_pcamlp(
     fields: dict | None = None,
     hyperparameters: dict | None = None,
     *,
+    stress=None,
+    stress_weight: float = 1.0,
     epochs: int = 300,
     lbfgs_iterations: int = 1000,
     field_epochs: int = 100,
@@ -572,6 +657,10 @@ def fit_pcamlp(
     500-wide field nets, which cost ~25x more per epoch, for `field_epochs` +
     `field_lbfgs_iterations` (minibatches of `field_batch_size`, default `batch_size`).
     `time_budget_s` caps each of the two stages (reported in the history).
+
+    stress: ABINIT's Cauchy stress (N, 3, 3), Ha/Bohr³, of the relaxed cells. With it the F head is
+    also fitted to σ through its derivative with respect to D (`Slopes`, `stress_weight`): six more
+    numbers per configuration, the same energy surface. Its members' F and σ are then consistent.
     """
     t_start, cpu_start = time.perf_counter(), time.process_time()
     rng = np.random.default_rng(seed)
@@ -628,10 +717,14 @@ def fit_pcamlp(
                   time_budget_s=time_budget_s, log=log, log_every=log_every)
     history = {'pca_seconds': pca_seconds, 'pca_cpu_seconds': pca_cpu_seconds,
                'pca_explained_variance': {name: float(pca[name][2].sum()) for name in pca}}
+    slopes = None
+    if stress is not None and 'F' in model.head_names and stress_weight > 0:
+        slopes = stress_slopes(model, d_in, stress, stress_weight)
+        history['stress_weight'] = float(stress_weight)
     if model.head_names:
         history['scalars'] = _train_stacked(model.scalar_net, x_all, y_scalars, model.output_mask('scalars'), splits,
                                             epochs=epochs, lbfgs_iterations=lbfgs_iterations, batch_size=batch_size,
-                                            label='scalars', group_names=model.head_names, **common)
+                                            label='scalars', group_names=model.head_names, slopes=slopes, **common)
     if model.field_names:
         history['fields'] = _train_stacked(model.field_net, x_all, y_fields, model.output_mask('fields'), splits,
                                            epochs=field_epochs, lbfgs_iterations=field_lbfgs_iterations,
@@ -658,6 +751,17 @@ def sample_deformations(n: int, seed: int = 0, sigma_lambda: float = 0.05, sigma
     return np.array([1.0, 1.0, 1.0, 90.0, 90.0, 90.0]) + z * scale
 
 
+#: Ha per cell, Voigt order (ε11, ε22, ε33, ε23, ε13, ε12)
+SYNTHETIC_STIFFNESS = np.array([
+    [0.35, 0.12, 0.10, 0.0, 0.0, 0.0],
+    [0.12, 0.35, 0.10, 0.0, 0.0, 0.0],
+    [0.10, 0.10, 0.38, 0.0, 0.0, 0.0],
+    [0.0, 0.0, 0.0, 0.10, 0.0, 0.0],
+    [0.0, 0.0, 0.0, 0.0, 0.10, 0.0],
+    [0.0, 0.0, 0.0, 0.0, 0.0, 0.12],
+])
+
+
 def synthetic_dataset(n: int, grid=(8, 12, 12), seed: int = 0) -> dict:
     """An analytic, smooth stand-in for the Mg labels: energies of strain, R(D) and four fields.
 
@@ -666,16 +770,13 @@ def synthetic_dataset(n: int, grid=(8, 12, 12), seed: int = 0) -> dict:
     amplitudes depending on the strain. Returns arrays with the keys the benchmark expects.
     """
     from aiida_mlresponse.physics import strain as st
+    from aiida_mlresponse.physics.stress import cauchy_stress
 
     d = sample_deformations(n, seed)
     e = st.deformation_to_strain(d)
     voigt = np.stack([e[:, 0, 0], e[:, 1, 1], e[:, 2, 2], e[:, 1, 2], e[:, 0, 2], e[:, 0, 1]], 1)
-    stiffness = np.diag([0.35, 0.35, 0.38, 0.1, 0.1, 0.12])
-    stiffness[0, 1] = stiffness[1, 0] = 0.12
-    stiffness[0, 2] = stiffness[2, 0] = stiffness[1, 2] = stiffness[2, 1] = 0.1
-    quad = 0.5 * np.einsum('ni,ij,nj->n', voigt, stiffness, voigt)
-    cubic = -0.8 * (voigt[:, 0] + voigt[:, 1] + voigt[:, 2]) ** 3 + 0.3 * voigt[:, 1] * voigt[:, 5] ** 2
-    free = -4.0 + quad + cubic
+    free = synthetic_free_energy(torch.as_tensor(d)).numpy()
+    quad = 0.5 * np.einsum('ni,ij,nj->n', voigt, SYNTHETIC_STIFFNESS, voigt)
     minus_ts = -1e-3 * (1.0 + 2.0 * voigt[:, :3].sum(1) + 3.0 * voigt[:, 5] ** 2)
     band = 1.5 - 2.0 * voigt[:, :3].sum(1) + 0.4 * quad
     r = np.stack([0.2 * voigt[:, 5] * voigt[:, 1], -0.5 * voigt[:, 5] + 0.1 * voigt[:, 3], 0.3 * voigt[:, 4] * voigt[:, 3]], 1)
@@ -697,7 +798,18 @@ def synthetic_dataset(n: int, grid=(8, 12, 12), seed: int = 0) -> dict:
         out['phi'][i] = -0.5 * total - 0.1 * voigt[i, 1] * np.cos(2 * np.pi * frac[..., 1])
         out['u'][i] = 0.01 * total * (1 + voigt[i, 2]) + 0.002 * np.sin(2 * np.pi * frac[..., 2])
         out['s'][i] = 1e-4 * total**2 * (1 + 3 * voigt[i, 5])
-    return {'D': d, 'F': free, 'U': band, 'minus_TS': minus_ts, 'R': r, **out}
+    return {'D': d, 'F': free, 'U': band, 'minus_TS': minus_ts, 'R': r, 'stress': cauchy_stress(synthetic_free_energy, d), **out}
+
+
+def synthetic_free_energy(deformations: torch.Tensor) -> torch.Tensor:
+    """F (B,) of `synthetic_dataset`, Ha: anisotropic quadratic + cubic in the linear strain; differentiable."""
+    from aiida_mlresponse.physics import strain as st
+
+    e = st.deformation_to_strain(deformations)
+    voigt = torch.stack([e[:, 0, 0], e[:, 1, 1], e[:, 2, 2], e[:, 1, 2], e[:, 0, 2], e[:, 0, 1]], 1)
+    quad = 0.5 * torch.einsum('ni,ij,nj->n', voigt, torch.as_tensor(SYNTHETIC_STIFFNESS, dtype=voigt.dtype), voigt)
+    cubic = -0.8 * (voigt[:, 0] + voigt[:, 1] + voigt[:, 2]) ** 3 + 0.3 * voigt[:, 1] * voigt[:, 5] ** 2
+    return -4.0 + quad + cubic
 
 
 # ----------------------------------------------------------------------------------------------
@@ -752,7 +864,7 @@ def train_and_save(arrays: dict, path, settings: dict | None = None, log: Callab
     hyper = settings.pop('hyperparameters', {})
     scalars = {name: arrays[name] for name in DEFAULT_HEADS if name in arrays}
     fields = {name: arrays[name] for name in DEFAULT_FIELDS if name in arrays}
-    model, history = fit_pcamlp(arrays['D'], scalars, fields, hyper, log=log, **settings)
+    model, history = fit_pcamlp(arrays['D'], scalars, fields, hyper, stress=arrays.get('stress'), log=log, **settings)
     metadata = {'inputs': 'D = (λa, λb, λc, θa, θb, θc), angles in degrees',
                 'units': {'F': 'Ha', 'U': 'Ha', 'minus_TS': 'Ha', 'R': 'reduced', 'rho': 'e/Bohr^3',
                           'phi': 'Ha', 'u': 'Ha/Bohr^3', 's': '1/Bohr^3'},

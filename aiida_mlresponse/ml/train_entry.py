@@ -73,11 +73,14 @@ def train_radnet(arrays: dict, attributes: dict, hyperparameters: dict, log, mod
 
 
 def train_pcamlp(arrays: dict, attributes: dict, hyperparameters: dict, log, model_path):
-    """Fit a PCA-MLP committee on an Mg strain dataset (deformations, energies, positions, fields); write it."""
+    """Fit a PCA-MLP committee on an Mg strain dataset (deformations, energies, positions, fields, and the
+    stress (Ha/Bohr³), which the F head fits through its derivative); write it."""
     from aiida_mlresponse.ml.pcamlp import MG_ARRAYS, train_and_save
 
     named = {'D': arrays['deformation']}
     named.update({name: arrays[key] for key, name in MG_ARRAYS.items() if key in arrays})
+    if 'stress' in arrays:
+        named['stress'] = arrays['stress']
     train_and_save(named, model_path, settings=hyperparameters, log=log)
 
 

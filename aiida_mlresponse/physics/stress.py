@@ -8,6 +8,11 @@ Seed 002, Sec. 4.5 and Appendix B (METHODS.md part B):
     γ_12 = 2ε_12 the engineering shear.
   - Uniaxial stress along x_i: ε_ii prescribed, the five other components minimize F
     (σ_jk = 0 for (j,k) ≠ (i,i)), by gradient descent with Barzilai-Borwein steps.
+  - Exact Cauchy stress of the deformed cell (what ABINIT reports, and what training on ABINIT's
+    stress needs): a small strain δε applied on top of the cell h (rows a, b, c), a_k -> (1 + δε) a_k,
+    gives σ_ij = (1/V) ∂F/∂δε_ij = (1/V) Σ_k ∂F/∂h_ki h_kj (symmetrized), and with F a function of D
+    alone, σ = Σ_m ∂F/∂D_m M_m (`cauchy_stress_map`). It equals the small-distortion form at ε = 0
+    and differs from it by O(ε σ) at finite strain.
   - Instability: along the path, the Hessian of F with respect to the free strain components gets a
     soft or negative eigenvalue, and the relaxed strain and atomic positions jump.
 
@@ -24,7 +29,7 @@ import numpy as np
 import torch
 
 from .minimize import barzilai_borwein
-from .strain import deformation_to_cell, cell_volume, strain_to_deformation
+from .strain import cell_to_deformation, cell_volume, deformation_to_cell, strain_to_deformation
 
 EnergyFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -63,6 +68,34 @@ def stress(energy: EnergyFn, strain) -> np.ndarray:
     (grad,) = torch.autograd.grad(f.sum(), e)
     sigma = (grad / strain_volume(sym.detach())[:, None, None]).numpy()
     return sigma[0] if single else sigma
+
+
+def cauchy_stress_map(deformations) -> torch.Tensor:
+    """M (B, 6, 6), float64: the Cauchy stress of the cell of D, in Voigt order (11, 22, 33, 23, 13, 12),
+    is σ_v = Σ_m ∂F/∂D_m M[:, m, v] for any F of D (which is invariant under rotations of the cell).
+
+    M[:, m] = (1/V) sym(Σ_k ∂D_m/∂h_k ⊗ h_k) with h = `deformation_to_cell`(D) (rows a, b, c, Bohr), the
+    frame the ABINIT cells are written in.
+    """
+    d = torch.as_tensor(np.asarray(deformations), dtype=torch.float64).reshape(-1, 6)
+    cell = deformation_to_cell(d).requires_grad_(True)
+    d_of_cell = cell_to_deformation(cell)
+    volume = cell_volume(cell.detach())
+    rows = []
+    for m in range(6):
+        (grad,) = torch.autograd.grad(d_of_cell[:, m].sum(), cell, retain_graph=m < 5)
+        tensor = torch.einsum('bki,bkj->bij', grad, cell.detach())
+        tensor = 0.5 * (tensor + tensor.transpose(1, 2)) / volume[:, None, None]
+        rows.append(torch.stack([tensor[:, i, j] for i, j in VOIGT_PAIRS], -1))
+    return torch.stack(rows, 1)
+
+
+def cauchy_stress(energy: EnergyFn, deformations) -> np.ndarray:
+    """Cauchy stress σ (B, 3, 3), Ha/Bohr³, of the cells of D (B, 6) by autograd: comparable to ABINIT's."""
+    d = torch.as_tensor(np.asarray(deformations), dtype=torch.float64).reshape(-1, 6).clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(energy(d).sum(), d)
+    voigt = torch.einsum('bm,bmv->bv', grad, cauchy_stress_map(d.detach()))
+    return voigt_to_tensor(voigt).numpy()
 
 
 def stress_finite_difference(energy: EnergyFn, strain, h: float = 1e-5) -> np.ndarray:

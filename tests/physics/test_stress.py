@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from aiida_mlresponse.physics import stress as st
-from aiida_mlresponse.physics.strain import deformation_to_strain, strain_to_deformation
+from aiida_mlresponse.physics.strain import (cell_to_deformation, cell_volume, deformation_to_cell, deformation_to_strain,
+                                             strain_to_deformation)
 
 V0 = 5.89 * 10.201779256580686 * 9.56  # reference cell volume, Bohr³
 # a stiffness in the Voigt tensor components (ε11, ε22, ε33, ε23, ε13, ε12), Ha per cell
@@ -52,6 +53,54 @@ def test_autograd_stress_matches_analytic_and_finite_differences():
         np.testing.assert_allclose(sigma, analytic, rtol=1e-10, atol=1e-14)
         np.testing.assert_allclose(sigma, st.stress_finite_difference(quadratic_energy, e), rtol=1e-6, atol=1e-11)
         assert np.allclose(sigma, sigma.T)
+
+
+def cauchy_finite_difference(energy, deformation, h=1e-6):
+    """σ_ij = (1/V) ∂F/∂δε_ij with a_k -> (1 + δε) a_k applied on top of the deformed cell."""
+    cell = deformation_to_cell(torch.as_tensor(deformation)[None])[0].numpy()
+    volume = abs(np.linalg.det(cell))
+    sigma = np.zeros((3, 3))
+    for i, j in st.VOIGT_PAIRS:
+        values = []
+        for sign in (1.0, -1.0):
+            delta = np.zeros((3, 3))  # off the diagonal: δε_ij = δε_ji = h/2, engineering shear γ_ij = h
+            delta[i, j] = delta[j, i] = sign * h / (1.0 if i == j else 2.0)
+            strained = cell @ (np.eye(3) + delta).T
+            values.append(float(energy(cell_to_deformation(torch.as_tensor(strained)[None]))[0]))
+        sigma[i, j] = sigma[j, i] = (values[0] - values[1]) / (2.0 * h) / volume  # σ_ij = (1/V) ∂F/∂γ_ij off the diagonal
+    return sigma
+
+
+def test_cauchy_stress_matches_strain_applied_to_the_deformed_cell():
+    rng = np.random.default_rng(4)
+    for deformation in pcamlp_deformations(3, rng):
+        sigma = st.cauchy_stress(quadratic_energy, deformation[None])[0]
+        np.testing.assert_allclose(sigma, cauchy_finite_difference(quadratic_energy, deformation), rtol=1e-6, atol=1e-12)
+        assert np.allclose(sigma, sigma.T)
+
+
+def test_cauchy_stress_of_a_pressure_term_is_hydrostatic_at_any_strain():
+    """F = p V: σ = p 1 exactly, in any deformed cell (the volume grows by tr δε)."""
+    p = 1e-4
+    deformations = pcamlp_deformations(4, np.random.default_rng(5))
+    sigma = st.cauchy_stress(lambda d: p * cell_volume(deformation_to_cell(d)), deformations)
+    np.testing.assert_allclose(sigma, np.broadcast_to(p * np.eye(3), sigma.shape), atol=1e-15)
+
+
+def test_cauchy_stress_equals_the_small_distortion_form_at_the_reference():
+    d0 = strain_to_deformation(torch.zeros(1, 3, 3, dtype=torch.float64)).numpy()
+    np.testing.assert_allclose(st.cauchy_stress(quadratic_energy, d0)[0] + 1.0, st.stress(quadratic_energy, np.zeros((3, 3))) + 1.0,
+                               rtol=0, atol=1e-14)
+    # and away from it, they differ at order ε σ
+    e = np.diag([0.05, -0.04, 0.03])
+    small = st.stress(quadratic_energy, e)
+    exact = st.cauchy_stress(quadratic_energy, strain_to_deformation(torch.as_tensor(e)[None]).numpy())[0]
+    assert 1e-3 < np.abs(exact - small).max() / np.abs(small).max() < 0.2
+
+
+def pcamlp_deformations(n, rng):
+    """D with λ in [0.92, 1.08] and θ in [85°, 95°]."""
+    return np.concatenate([rng.uniform(0.92, 1.08, (n, 3)), rng.uniform(85.0, 95.0, (n, 3))], 1)
 
 
 def test_stress_volume_is_that_of_the_strained_cell():

@@ -84,3 +84,46 @@ def test_mismatched_inputs_refused_before_submission(python_code, gaas_dataset):
         run_get_node(builder)
     with pytest.raises(ValueError, match='unknown model kind'):
         builder.model_kind = orm.Str('schnet')
+
+
+@pytest.fixture
+def mg_dataset(aiida_profile):
+    """An `mg_strain` dataset with the arrays the labelling work chain writes, from the analytic stand-in."""
+    from aiida_mlresponse.ml.pcamlp import synthetic_dataset
+
+    data = synthetic_dataset(60, grid=(4, 6, 6), seed=3)
+    arrays = {'deformation': data['D'], 'free_energy': data['F'], 'band_energy': data['U'],
+              'entropy_energy': data['minus_TS'], 'R': data['R'], 'stress': data['stress'],
+              **{name: data[name] for name in ('rho', 'phi', 'u', 's')}}
+    units = {'deformation': 'lambda (1) x3, theta (deg) x3', 'free_energy': 'Ha', 'band_energy': 'Ha',
+             'entropy_energy': 'Ha (-TS)', 'R': 'reduced', 'stress': 'Ha/Bohr^3', 'rho': 'e/Bohr^3', 'phi': 'Ha',
+             'u': 'Ha/Bohr^3', 's': '1/Bohr^3'}
+    dataset = DatasetData()
+    dataset.set_rows('mg_strain', arrays, units)
+    return dataset.store(), data
+
+
+@pytest.mark.slow
+def test_pcamlp_training_through_the_calcjob(python_code, mg_dataset):
+    """The same CalcJob and model node format train the PCA-MLP family; the F head sees the stress."""
+    dataset, data = mg_dataset
+    builder = TrainingCalculation.get_builder()
+    builder.code = python_code
+    builder.dataset = dataset
+    builder.model_kind = orm.Str('pcamlp')
+    builder.hyperparameters = orm.Dict({
+        'hyperparameters': {'n_members': 2, 'pca_components': 4, 'field_hidden': [16, 16]},
+        'epochs': 20, 'lbfgs_iterations': 100, 'field_epochs': 5, 'field_lbfgs_iterations': 20, 'batch_size': 32,
+    })
+    results, node = run_get_node(builder)
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    model = results['model']
+    assert model.kind == 'pcamlp'
+    assert set(results['output_parameters']['members']) == {'scalars', 'fields'}
+    committee, payload = model.load()
+    assert payload['metadata']['n_train'] == 60
+    p = committee.predict(data['D'], fields=['rho'])
+    assert p['rho'].shape == data['rho'].shape
+    f_error = np.abs(p['F'][:, 0] - data['F']).mean()
+    assert f_error < 0.2 * np.abs(data['F'] - data['F'].mean()).mean()  # far better than the mean
+    assert model.hyperparameters['pca_dims'] == {name: 4 for name in ('rho', 'phi', 'u', 's')}
