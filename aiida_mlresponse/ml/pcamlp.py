@@ -111,6 +111,22 @@ def nrmse(predicted, true, axis=None):
 # ----------------------------------------------------------------------------------------------
 
 
+def quadratic_features(x: torch.Tensor) -> torch.Tensor:
+    """(B, 28): 1, x_i and x_i x_j (i <= j) of standardized inputs (B, 6), the basis of the quadratic part."""
+    i, j = torch.triu_indices(6, 6)
+    return torch.cat([torch.ones_like(x[:, :1]), x, x[:, i] * x[:, j]], 1)
+
+
+def quadratic_feature_gradients(x: torch.Tensor) -> torch.Tensor:
+    """∂(features)/∂x (B, 28, 6) of `quadratic_features`."""
+    g = x.new_zeros(len(x), 28, 6)
+    g[:, 1:7] = torch.eye(6, dtype=x.dtype)
+    for p, (i, j) in enumerate(zip(*torch.triu_indices(6, 6).tolist())):
+        g[:, 7 + p, i] += x[:, j]
+        g[:, 7 + p, j] += x[:, i]
+    return g
+
+
 class StackedMLP(nn.Module):
     """M independent MLPs with the same layer sizes, evaluated as one batched product per layer.
 
@@ -196,6 +212,9 @@ def default_hyperparameters(**overrides) -> dict:
         'field_shape': None,  # grid shape (n1, n2, n3), set by fit
         'pca_components': 50,  # int d, or a float fraction of explained variance
         'pca_dims': {},  # fitted d per field, set by fit
+        # every output = a quadratic polynomial of the standardized D (least squares on all the training
+        # data, shared by the members) + the member's MLP, which learns what the quadratic misses
+        'quadratic': True,
         'scalar_hidden': [50, 100, 50],
         'field_hidden': [500, 500],
         # 'field': one std for all coefficients of a field, so the loss is the field's reconstruction
@@ -244,6 +263,9 @@ class PCAMLPCommittee(nn.Module):
         for name, d in zip(self.field_names, self.field_dims):
             self.register_buffer(f'{name}_pca_mean', torch.zeros(n_points))
             self.register_buffer(f'{name}_pca_components', torch.zeros(d, n_points))
+        if h.get('quadratic', False):
+            self.register_buffer('scalar_quadratic', torch.zeros(len(self.head_names), 28, n_out))
+            self.register_buffer('field_quadratic', torch.zeros(len(self.field_names), 28, d_max))
         with torch.no_grad():  # padded outputs stay exactly zero (they get no data and only the L2 pull)
             self.scalar_net.weights[-1].mul_(self.output_mask('scalars').repeat_interleave(k, 0)[:, None, :])
             self.field_net.weights[-1].mul_(self.output_mask('fields').repeat_interleave(k, 0)[:, None, :])
@@ -270,21 +292,33 @@ class PCAMLPCommittee(nn.Module):
     def _members(self, index: int) -> slice:
         return slice(index * self.n_members, (index + 1) * self.n_members)
 
+    def _quadratic(self, group: str, x: torch.Tensor, index: int | None = None, width: int | None = None):
+        """The quadratic part in physical units (PCA coefficients for fields): of every head ('scalars') or field
+        ('fields') (n_groups, 1, B, n_out), or of one (`index`) (B, width); 0 for a model without it."""
+        if not self.hyperparameters.get('quadratic', False):
+            return 0.0
+        weights = self.scalar_quadratic if group == 'scalars' else self.field_quadratic
+        if index is None:
+            return (quadratic_features(x) @ weights)[:, None]
+        return quadratic_features(x) @ weights[index, :, :width]
+
     # -- evaluation ----------------------------------------------------------------------------
 
     def head_members(self, name: str, deformations) -> torch.Tensor:
         """Every member's prediction of one scalar head, physical units: (K, B, n_out). Differentiable."""
         i = self.head_names.index(name)
         n = self.head_sizes[i]
-        z = self.scalar_net(self._inputs(deformations), self._members(i))[..., :n]
-        return z * self.scalar_std[i, :n] + self.scalar_mean[i, :n]
+        x = self._inputs(deformations)
+        z = self.scalar_net(x, self._members(i))[..., :n]
+        return z * self.scalar_std[i, :n] + self.scalar_mean[i, :n] + self._quadratic('scalars', x, i, n)
 
     def coefficient_members(self, name: str, deformations) -> torch.Tensor:
         """Every member's PCA coefficients of one field: (K, B, d)."""
         i = self.field_names.index(name)
         d = self.field_dims[i]
-        z = self.field_net(self._inputs(deformations), self._members(i))[..., :d]
-        return z * self.coef_std[i, :d] + self.coef_mean[i, :d]
+        x = self._inputs(deformations)
+        z = self.field_net(x, self._members(i))[..., :d]
+        return z * self.coef_std[i, :d] + self.coef_mean[i, :d] + self._quadratic('fields', x, i, d)
 
     def all_members(self, x: torch.Tensor, fields: bool = True):
         """Standardized inputs (B, 6) -> (scalars (n_heads, K, B, n_out), coefficients (n_fields, K, B, d_max)).
@@ -297,10 +331,12 @@ class PCAMLPCommittee(nn.Module):
         if self.head_names:
             scalars = self.scalar_net(x).view(-1, k, b, self.scalar_mean.shape[1])
             scalars = scalars * self.scalar_std[:, None, None, :] + self.scalar_mean[:, None, None, :]
+            scalars = scalars + self._quadratic('scalars', x)
         if not fields or not self.field_names:
             return scalars, None
         coefficients = self.field_net(x).view(-1, k, b, self.coef_mean.shape[1])
-        return scalars, coefficients * self.coef_std[:, None, None, :] + self.coef_mean[:, None, None, :]
+        coefficients = coefficients * self.coef_std[:, None, None, :] + self.coef_mean[:, None, None, :]
+        return scalars, coefficients + self._quadratic('fields', x)
 
     def free_energy(self, deformations) -> torch.Tensor:
         """Committee-mean free energy (B,) in Ha, differentiable with respect to D (for the stress)."""
@@ -620,6 +656,68 @@ def stress_slopes(model: PCAMLPCommittee, deformations: np.ndarray, stress, weig
     return Slopes(i, jacobian.float(), torch.as_tensor(voigt / scale, dtype=torch.float32), weight)
 
 
+def _fit_quadratic(x: torch.Tensor, y: torch.Tensor, slopes: Slopes | None = None, ridge: float = 1e-8) -> torch.Tensor:
+    """Least-squares quadratic parts (G, 28, n_out) of standardized targets y (G, N, n_out) on inputs x (N, 6).
+
+    With `slopes`, that group's first column is fitted to the values and the stress rows together, with
+    the weights of the training loss (values 1/N, stress weight/(N n_v)).
+    """
+    features = quadratic_features(x)
+    n = len(x)
+    gram = features.T @ features / n + ridge * torch.eye(28, dtype=x.dtype)
+    rhs = features.T @ y.double() / n  # (G, 28, n_out)
+    weights = torch.linalg.solve(gram, rhs)
+    if slopes is not None:
+        rows = torch.einsum('npj,njv->nvp', quadratic_feature_gradients(x), slopes.jacobian.double()).reshape(-1, 28)
+        scale = slopes.weight / (n * slopes.targets.shape[1])
+        gram_f = gram + scale * rows.T @ rows
+        rhs_f = rhs[slopes.group, :, :1] + scale * rows.T @ slopes.targets.double().reshape(-1, 1)
+        weights[slopes.group, :, :1] = torch.linalg.solve(gram_f, rhs_f)
+    return weights.float()
+
+
+RESIDUAL_STD_FLOOR = 1e-3  # of the target's own std
+
+
+def _to_residual(model: PCAMLPCommittee, group: str, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor,
+                 sizes: list[int], per_column: bool) -> torch.Tensor:
+    """Store the quadratic parts (fitted to standardized y) in physical units and re-standardize the residual.
+
+    Returns the standardized residual targets (G, N, n_out) the MLPs train on; the model's mean and std
+    buffers become those of the residual, so that physical = mean + std · MLP + quadratic.
+    """
+    mean, std, quadratic = ((model.scalar_mean, model.scalar_std, model.scalar_quadratic) if group == 'scalars'
+                            else (model.coef_mean, model.coef_std, model.field_quadratic))
+    residual = (y.double() - quadratic_features(x) @ weights.double()) * std.double()[:, None, :]  # physical
+    quadratic.copy_(weights * std[:, None, :])
+    quadratic[:, 0, :] += mean
+    out = torch.zeros_like(y)
+    for i, size in enumerate(sizes):
+        r_mean, r_std = standardization(residual[i, :, :size].numpy())
+        # where the quadratic part is (nearly) exact, do not blow rounding noise up to unit variance
+        r_std = np.maximum(r_std, RESIDUAL_STD_FLOOR * std[i, :size].double().numpy())
+        if not per_column:  # one std for all coefficients of a field (the loss is then its reconstruction MSE)
+            r_std = np.full_like(r_std, r_std.max())
+        mean[i], std[i] = 0.0, 1.0
+        mean[i, :size], std[i, :size] = torch.as_tensor(r_mean), torch.as_tensor(r_std)
+        out[i, :, :size] = torch.as_tensor((residual[i, :, :size].numpy() - r_mean) / r_std)
+    return out
+
+
+def _quadratic_stress(model: PCAMLPCommittee, deformations: np.ndarray) -> np.ndarray:
+    """Cauchy stress (N, 3, 3) of the quadratic part of F alone (physical units)."""
+    from aiida_mlresponse.physics.stress import cauchy_stress
+
+    i = model.head_names.index('F')
+    weights = model.scalar_quadratic[i, :, 0].double()
+
+    def energy(d):
+        x = (d - model.input_mean.double()) / model.input_std.double()
+        return quadratic_features(x) @ weights
+
+    return cauchy_stress(energy, deformations)
+
+
 def fit_pcamlp(
     deformations,
     scalars: dict,
@@ -721,6 +819,16 @@ def fit_pcamlp(
     if stress is not None and 'F' in model.head_names and stress_weight > 0:
         slopes = stress_slopes(model, d_in, stress, stress_weight)
         history['stress_weight'] = float(stress_weight)
+    if hyper['quadratic']:  # the MLPs then learn the residual of the quadratic parts, at unit variance
+        x64 = x_all.double()
+        with torch.no_grad():
+            weights = _fit_quadratic(x64, y_scalars, slopes)
+            y_scalars = _to_residual(model, 'scalars', x64, y_scalars, weights, model.head_sizes, per_column=True)
+            if slopes is not None:
+                slopes = stress_slopes(model, d_in, stress - _quadratic_stress(model, d_in), stress_weight)
+            weights = _fit_quadratic(x64, y_fields)
+            y_fields = _to_residual(model, 'fields', x64, y_fields, weights, model.field_dims,
+                                    per_column=hyper['coefficient_scaling'] != 'field')
     if model.head_names:
         history['scalars'] = _train_stacked(model.scalar_net, x_all, y_scalars, model.output_mask('scalars'), splits,
                                             epochs=epochs, lbfgs_iterations=lbfgs_iterations, batch_size=batch_size,

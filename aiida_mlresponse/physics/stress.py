@@ -78,22 +78,24 @@ def cauchy_stress_map(deformations) -> torch.Tensor:
     frame the ABINIT cells are written in.
     """
     d = torch.as_tensor(np.asarray(deformations), dtype=torch.float64).reshape(-1, 6)
-    cell = deformation_to_cell(d).requires_grad_(True)
-    d_of_cell = cell_to_deformation(cell)
+    with torch.enable_grad():  # autograd is the method here, also when the caller is under no_grad
+        cell = deformation_to_cell(d).requires_grad_(True)
+        d_of_cell = cell_to_deformation(cell)
+        rows = []
+        for m in range(6):
+            (grad,) = torch.autograd.grad(d_of_cell[:, m].sum(), cell, retain_graph=m < 5)
+            tensor = torch.einsum('bki,bkj->bij', grad, cell.detach())
+            rows.append(0.5 * (tensor + tensor.transpose(1, 2)))
     volume = cell_volume(cell.detach())
-    rows = []
-    for m in range(6):
-        (grad,) = torch.autograd.grad(d_of_cell[:, m].sum(), cell, retain_graph=m < 5)
-        tensor = torch.einsum('bki,bkj->bij', grad, cell.detach())
-        tensor = 0.5 * (tensor + tensor.transpose(1, 2)) / volume[:, None, None]
-        rows.append(torch.stack([tensor[:, i, j] for i, j in VOIGT_PAIRS], -1))
+    rows = [torch.stack([t[:, i, j] for i, j in VOIGT_PAIRS], -1) / volume[:, None] for t in rows]
     return torch.stack(rows, 1)
 
 
 def cauchy_stress(energy: EnergyFn, deformations) -> np.ndarray:
     """Cauchy stress σ (B, 3, 3), Ha/Bohr³, of the cells of D (B, 6) by autograd: comparable to ABINIT's."""
-    d = torch.as_tensor(np.asarray(deformations), dtype=torch.float64).reshape(-1, 6).clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(energy(d).sum(), d)
+    with torch.enable_grad():
+        d = torch.as_tensor(np.asarray(deformations), dtype=torch.float64).reshape(-1, 6).clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(energy(d).sum(), d)
     voigt = torch.einsum('bm,bmv->bv', grad, cauchy_stress_map(d.detach()))
     return voigt_to_tensor(voigt).numpy()
 
