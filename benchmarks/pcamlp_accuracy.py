@@ -20,6 +20,7 @@ benchmarks/results/pcamlp_accuracy.json (or pcamlp_accuracy_synthetic.json) and 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import pathlib
@@ -45,6 +46,9 @@ SEED_PAPER = {  # seed 002, 2000 training configurations, 1000 test
     'nrmse_rho_phi_u_percent': 0.1, 'nrmse_s_percent': 11.0, 'position_error_bohr': 0.0035,
 }
 SCALARS = ('F', 'U', 'minus_TS', 'R')
+# the training defaults live in `fit_pcamlp`; the benchmark's options start from them
+FIT = {name: p.default for name, p in inspect.signature(pm.fit_pcamlp).parameters.items()
+       if p.default is not inspect.Parameter.empty}
 
 
 def integrals(fields: dict, volume: np.ndarray) -> dict:
@@ -226,15 +230,15 @@ def main():
     parser.add_argument('--members', type=int, default=5)
     parser.add_argument('--pca', type=float, default=50)
     parser.add_argument('--coefficient-scaling', default='field', choices=['field', 'component'])
-    parser.add_argument('--epochs', type=int, default=300)
-    parser.add_argument('--lbfgs', type=int, default=1000)
-    parser.add_argument('--field-epochs', type=int, default=100)
-    parser.add_argument('--field-lbfgs', type=int, default=200)
-    parser.add_argument('--batch-size', type=int, default=128)
+    parser.add_argument('--epochs', type=int, default=FIT['epochs'])
+    parser.add_argument('--lbfgs', type=int, default=FIT['lbfgs_iterations'])
+    parser.add_argument('--field-epochs', type=int, default=FIT['field_epochs'])
+    parser.add_argument('--field-lbfgs', type=int, default=FIT['field_lbfgs_iterations'])
+    parser.add_argument('--batch-size', type=int, default=FIT['batch_size'])
     parser.add_argument('--field-batch-size', type=int, default=None)
-    parser.add_argument('--field-hidden', type=int, nargs='+', default=[500, 500])
+    parser.add_argument('--field-hidden', type=int, nargs='+', default=pm.default_hyperparameters()['field_hidden'])
     parser.add_argument('--no-refit', action='store_true', help='no ridge refit of the output layers')
-    parser.add_argument('--l2', type=float, default=1e-4)
+    parser.add_argument('--l2', type=float, default=FIT['l2'])
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--stress-configs', type=int, default=None, help='test configurations for the stress check (all)')
