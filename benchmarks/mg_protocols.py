@@ -23,9 +23,10 @@ import time
 
 import numpy as np
 
+from aiida_mlresponse.physics.units import HA_PER_BOHR3_TO_GPA
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / 'benchmarks' / 'results' / 'mg_protocols.json'
-HA_PER_BOHR3_TO_GPA = 29421.02648438959
 
 
 def main():

@@ -34,12 +34,12 @@ from aiida_mlresponse.ml import pcamlp as pm
 from aiida_mlresponse.ml import plots
 from aiida_mlresponse.ml.linear_baseline import LinearBaseline
 from aiida_mlresponse.physics import stress as st
+from aiida_mlresponse.physics.units import HA_PER_BOHR3_TO_GPA
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / 'benchmarks' / 'results'
 MG_DATA = ROOT / 'runs' / 'mg_fast' / 'configs'  # or the stacked mg_fast_seed2024.npz
 TSMEAR = 0.01  # Ha, the smearing of the Mg protocols: -TS = tsmear * ∫s
-HA_PER_BOHR3_TO_GPA = 29421.02648438959
 SEED_PAPER = {  # seed 002, 2000 training configurations, 1000 test
     'F_mae_mHa': 0.10, 'F_max_mHa': 1.5, 'U_mae_mHa': 0.15, 'U_max_mHa': 2.4,
     'minus_TS_mae_mHa': 0.014, 'minus_TS_max_mHa': 0.13,
@@ -186,6 +186,7 @@ def stress_curves(model, steps: int, label: str, out_png):
                        'transverse': (keep[:, None] * path.transverse).tolist(),
                        'in_domain': path.in_domain.tolist(),
                        'min_hessian_eigenvalue_Ha': path.min_eigenvalue.tolist(),
+                       'tangent_stiffness_GPa': (HA_PER_BOHR3_TO_GPA * np.diff(path.sigma) / np.diff(path.applied)).tolist(),
                        'converged': path.converged.tolist(), 'R': r.tolist(),
                        'unstable_at': found.applied, 'instability_reason': found.reason})
     plots.stress_strain(curves, out_png, title=label)

@@ -30,6 +30,7 @@ import torch
 
 from .minimize import barzilai_borwein
 from .strain import cell_to_deformation, cell_volume, deformation_to_cell, strain_to_deformation
+from .units import HA_PER_BOHR3_TO_GPA
 
 EnergyFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -244,6 +245,7 @@ class Instability:
     reason: str
     soft_indices: np.ndarray
     jump_indices: np.ndarray
+    peak_indices: np.ndarray = field(default_factory=lambda: np.array([], dtype=int))
 
 
 def detect_instability(
@@ -255,9 +257,12 @@ def detect_instability(
 ) -> Instability:
     """Where the path loses stability.
 
-    Two signs, either suffices:
+    Three signs, any suffices:
       - soft mode: the lowest eigenvalue of the free-strain Hessian falls below `soft_fraction` of its
         value at the start of the path (or becomes negative);
+      - stress maximum: the uniaxial tangent stiffness Δσ_ii/Δε_ii between steps falls below
+        `soft_fraction` of its first value (or changes sign: a load drop), the instability of a crystal
+        loaded by a stress rather than held at a strain;
       - jump: the change per step of the relaxed strain, or of the atomic positions `positions`
         (n, ...) if given, exceeds `jump_factor` times its median over the path.
     A relaxation that left the model's domain is flagged too (with that reason): it is not a
@@ -274,16 +279,20 @@ def detect_instability(
         typical = np.median(step)
         jumps.append(np.flatnonzero(step > jump_factor * max(typical, 1e-12)) + 1)
     jump = np.unique(np.concatenate(jumps)) if jumps else np.array([], dtype=int)
+    stiffness = np.diff(path.sigma) / np.diff(path.applied)
+    peak = np.flatnonzero(stiffness < soft_fraction * abs(stiffness[0])) + 1 if len(stiffness) else np.array([], dtype=int)
     outside = np.flatnonzero(~path.in_domain)
-    flagged = sorted(set(soft.tolist()) | set(jump.tolist()) | set(outside.tolist()))
+    flagged = sorted(set(soft.tolist()) | set(jump.tolist()) | set(peak.tolist()) | set(outside.tolist()))
     if not flagged:
-        return Instability(False, None, None, 'stable along the path', soft, jump)
+        return Instability(False, None, None, 'stable along the path', soft, jump, peak)
     first = flagged[0]
     reasons = []
     if first in outside:
         reasons.append('the relaxed strain left the domain of the model (|ε| > max_strain)')
     if first in soft:
         reasons.append(f'soft free-strain Hessian (lowest eigenvalue {eig[first]:.3g} Ha)')
+    if first in peak:
+        reasons.append(f'stress maximum (tangent stiffness {stiffness[first - 1] * HA_PER_BOHR3_TO_GPA:.3g} GPa)')
     if first in jump:
         reasons.append('jump in the relaxed strain or positions')
-    return Instability(True, first, float(path.applied[first]), '; '.join(reasons), soft, jump)
+    return Instability(True, first, float(path.applied[first]), '; '.join(reasons), soft, jump, peak)

@@ -154,6 +154,26 @@ def test_instability_detector_on_a_double_well():
     assert not st.detect_instability(stable).found
 
 
+def test_instability_detector_finds_a_stress_maximum():
+    """F softens along ε11 only (σ11 = Cε - Dε³): no soft free-strain mode and no jump, but the uniaxial
+    stress peaks at the spinodal ε11 = -sqrt(C / 3D) = -0.05 and the detector must say so."""
+    c, spinodal = 0.6, -0.05
+    d = c / (3 * spinodal**2)
+
+    def softening_energy(deformation):
+        v = voigt_of(deformation)
+        stiff = torch.as_tensor(STIFFNESS, dtype=v.dtype)[1:, 1:]
+        return 0.5 * c * v[:, 0] ** 2 - 0.25 * d * v[:, 0] ** 4 + 0.5 * torch.einsum('bi,ij,bj->b', v[:, 1:], stiff, v[:, 1:])
+
+    applied = np.linspace(0.0, -0.08, 17)
+    path = st.uniaxial_path(softening_energy, 0, applied)
+    found = st.detect_instability(path)
+    assert found.found and 'stress maximum' in found.reason
+    assert -0.06 <= found.applied <= -0.04
+    assert len(found.soft_indices) == 0 and len(found.jump_indices) == 0
+    assert not st.detect_instability(st.uniaxial_path(softening_energy, 0, np.linspace(0.0, -0.03, 7))).found
+
+
 @pytest.mark.slow
 def test_stress_through_a_trained_committee_matches_finite_differences(one_torch_thread):
     from aiida_mlresponse.ml import pcamlp as pm
