@@ -14,7 +14,8 @@ Seed 002, Sec. 4.5 and Appendix B (METHODS.md part B):
     alone, σ = Σ_m ∂F/∂D_m M_m (`cauchy_stress_map`). It equals the small-distortion form at ε = 0
     and differs from it by O(ε σ) at finite strain.
   - Instability: along the path, the Hessian of F with respect to the free strain components gets a
-    soft or negative eigenvalue, and the relaxed strain and atomic positions jump.
+    soft or negative eigenvalue, the uniaxial stress passes a maximum (the tangent stiffness vanishes
+    or the load drops), and the relaxed strain and atomic positions jump.
 
 `energy` is any callable taking deformations (B, 6) as a torch tensor (angles in degrees) and
 returning F (B,) in Ha, differentiable; e.g. `PCAMLPCommittee.free_energy`. Use float64.
