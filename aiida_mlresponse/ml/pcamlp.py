@@ -653,16 +653,22 @@ def _refit_output_layer(net: StackedMLP, x_all, y_members, member_mask, train_in
     net.biases[-1].copy_(b)
 
 
-def stress_slopes(model: PCAMLPCommittee, deformations: np.ndarray, stress, weight: float) -> Slopes:
-    """The `Slopes` of the F head from ABINIT's stress (N, 3, 3), in the model's standardized units."""
+def stress_slopes(model: PCAMLPCommittee, deformations: np.ndarray, stress, weight: float,
+                  stress_map: torch.Tensor | None = None) -> Slopes:
+    """The `Slopes` of the F head from ABINIT's stress (N, 3, 3), in the model's standardized units.
+
+    `stress_map`: `physics.stress.cauchy_stress_map` of the deformations, if the caller has it already.
+    """
     from aiida_mlresponse.physics.stress import VOIGT_PAIRS, cauchy_stress_map
 
+    if stress_map is None:
+        stress_map = cauchy_stress_map(deformations)
     stress = np.asarray(stress, dtype=np.float64)
     voigt = np.stack([stress[:, i, j] for i, j in VOIGT_PAIRS], -1)
     scale = float(voigt.std()) or 1.0
     i = model.head_names.index('F')
     f_std = float(model.scalar_std[i, 0])
-    jacobian = cauchy_stress_map(deformations) * f_std / model.input_std.double()[None, :, None] / scale
+    jacobian = stress_map * f_std / model.input_std.double()[None, :, None] / scale
     return Slopes(i, jacobian.float(), torch.as_tensor(voigt / scale, dtype=torch.float32), weight)
 
 
@@ -714,18 +720,14 @@ def _to_residual(model: PCAMLPCommittee, group: str, x: torch.Tensor, y: torch.T
     return out
 
 
-def _quadratic_stress(model: PCAMLPCommittee, deformations: np.ndarray) -> np.ndarray:
-    """Cauchy stress (N, 3, 3) of the quadratic part of F alone (physical units)."""
-    from aiida_mlresponse.physics.stress import cauchy_stress
+def _quadratic_stress(model: PCAMLPCommittee, x: torch.Tensor, stress_map: torch.Tensor) -> np.ndarray:
+    """Cauchy stress (N, 3, 3) of the quadratic part of F alone (physical units), at standardized inputs x
+    (N, 6), with the `cauchy_stress_map` of those deformations: σ_v = Σ_m ∂F/∂D_m M[m, v]."""
+    from aiida_mlresponse.physics.stress import voigt_to_tensor
 
-    i = model.head_names.index('F')
-    weights = model.scalar_quadratic[i, :, 0].double()
-
-    def energy(d):
-        x = (d - model.input_mean.double()) / model.input_std.double()
-        return quadratic_features(x) @ weights
-
-    return cauchy_stress(energy, deformations)
+    weights = model.scalar_quadratic[model.head_names.index('F'), :, 0].double()
+    dfdd = torch.einsum('npj,p->nj', quadratic_feature_gradients(x), weights) / model.input_std.double()
+    return voigt_to_tensor(torch.einsum('nm,nmv->nv', dfdd, stress_map)).numpy()
 
 
 def fit_pcamlp(
@@ -827,7 +829,10 @@ def fit_pcamlp(
                'pca_explained_variance': {name: float(pca[name][2].sum()) for name in pca}}
     slopes = None
     if stress is not None and 'F' in model.head_names and stress_weight > 0:
-        slopes = stress_slopes(model, d_in, stress, stress_weight)
+        from aiida_mlresponse.physics.stress import cauchy_stress_map
+
+        stress_map = cauchy_stress_map(d_in)
+        slopes = stress_slopes(model, d_in, stress, stress_weight, stress_map)
         history['stress_weight'] = float(stress_weight)
     if hyper['quadratic']:  # the MLPs then learn the residual of the quadratic parts, at unit variance
         x64 = x_all.double()
@@ -835,7 +840,9 @@ def fit_pcamlp(
             weights = _fit_quadratic(x64, y_scalars, slopes)
             y_scalars = _to_residual(model, 'scalars', x64, y_scalars, weights, model.head_sizes, per_column=True)
             if slopes is not None:
-                slopes = stress_slopes(model, d_in, stress - _quadratic_stress(model, d_in), stress_weight)
+                x_exact = (torch.as_tensor(d_in) - model.input_mean.double()) / model.input_std.double()
+                residual_stress = stress - _quadratic_stress(model, x_exact, stress_map)
+                slopes = stress_slopes(model, d_in, residual_stress, stress_weight, stress_map)
             weights = _fit_quadratic(x64, y_fields)
             y_fields = _to_residual(model, 'fields', x64, y_fields, weights, model.field_dims,
                                     per_column=hyper['coefficient_scaling'] != 'field')
