@@ -18,4 +18,4 @@ def setup():
     run_setup()
 
 
-from . import predict, provenance  # noqa: E402,F401  (register their commands on `cli`)
+from . import dataset, predict, provenance  # noqa: E402,F401  (register their commands on `cli`)

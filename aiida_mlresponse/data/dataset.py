@@ -4,26 +4,25 @@ from __future__ import annotations
 
 from aiida import orm
 
+from aiida_mlresponse.data.schema import get_schema, read_npz, write_npz
+
 
 class DatasetData(orm.ArrayData):
-    """Arrays of equal first dimension (one row per configuration) with their units.
+    """Rows of one dataset kind (`data.schema`: 'response' for displaced polar solids, 'mg_strain' for
+    strained Mg), one per configuration, with the units of the kind's schema.
 
-    `kind` says what the rows are ('response' for displaced polar solids, 'mg_strain' for strained
-    Mg); `units` maps each array name to its unit. Arrays live in the repository, not in attributes.
+    Arrays live in the repository, not in attributes; `kind`, `units` and `size` are attributes.
     """
 
-    def set_rows(self, kind: str, arrays: dict, units: dict) -> None:
-        lengths = {name: len(value) for name, value in arrays.items()}
-        if len(set(lengths.values())) != 1:
-            raise ValueError(f'every array must have one row per configuration, got {lengths}.')
-        missing = set(arrays) - set(units)
-        if missing:
-            raise ValueError(f'no unit given for {sorted(missing)}.')
+    def set_rows(self, kind: str, arrays: dict) -> None:
+        """Store `arrays` after checking them against the schema of `kind` (a `SchemaError` names the column)."""
+        schema = get_schema(kind)
+        arrays = schema.cast(arrays)
         for name, value in arrays.items():
             self.set_array(name, value)
         self.base.attributes.set('kind', kind)
-        self.base.attributes.set('units', dict(units))
-        self.base.attributes.set('size', next(iter(lengths.values())))
+        self.base.attributes.set('units', schema.units(arrays))
+        self.base.attributes.set('size', len(arrays['configuration_index']))
 
     @property
     def kind(self) -> str:
@@ -37,9 +36,34 @@ class DatasetData(orm.ArrayData):
     def size(self) -> int:
         return self.base.attributes.get('size')
 
+    def rows(self) -> dict:
+        """name -> array of every column."""
+        return {name: self.get_array(name) for name in self.get_arraynames()}
+
+    def extra_attributes(self) -> dict:
+        """The node attributes that are not the arrays' bookkeeping (symbols, calculations, source, ...)."""
+        skip = {'kind', 'units', 'size'}
+        return {k: v for k, v in self.base.attributes.all.items() if not k.startswith('array|') and k not in skip}
+
+    def export_npz(self, path):
+        """Write the dataset file `aiida-mlresponse dataset import` and the training entry point read."""
+        return write_npz(path, self.kind, self.rows(), {**self.extra_attributes(), 'uuid': self.uuid})
+
+    @classmethod
+    def from_npz(cls, path) -> 'DatasetData':
+        """An unstored node from a dataset file; refuses a file that does not match its kind's schema."""
+        kind, arrays, attributes = read_npz(path)
+        node = cls()
+        node.set_rows(kind, arrays)
+        for key, value in attributes.items():
+            node.base.attributes.set('source_uuid' if key == 'uuid' else key, value)
+        return node
+
 
 def dataset_from_radnet_h5(path, indices=None) -> DatasetData:
     """A 'response' DatasetData from the radnet paper's HDF5 layout (P branch fixed), e.g. to train on it."""
+    import pathlib
+
     import numpy as np
 
     from aiida_mlresponse.ml.datasets import load_radnet_h5
@@ -49,11 +73,12 @@ def dataset_from_radnet_h5(path, indices=None) -> DatasetData:
     rows = np.arange(len(data)) if indices is None else np.asarray(indices)
     dataset = DatasetData()
     dataset.base.attributes.set('atomic_numbers', [int(z) for z in data.numbers])
-    dataset.base.attributes.set('source', str(path))
+    dataset.base.attributes.set('source', pathlib.Path(path).name)
     dataset.set_rows('response', {
         'positions': data.positions[rows] * BOHR_TO_ANGSTROM,
         'cells': np.repeat(data.cell[None] * BOHR_TO_ANGSTROM, len(rows), axis=0),
         'polarization': data.polarization[rows],
         'dielectric_tensor': data.dielectric[rows],
-    }, {'positions': 'angstrom', 'cells': 'angstrom', 'polarization': 'e/bohr^2', 'dielectric_tensor': 'dimensionless'})
+        'configuration_index': rows,
+    })
     return dataset

@@ -1,0 +1,50 @@
+"""`aiida-mlresponse dataset`: export a `DatasetData` to the schema's `.npz` file, import one back."""
+
+from __future__ import annotations
+
+import click
+
+from . import cli
+
+
+@cli.group()
+def dataset():
+    """Move datasets between the AiiDA profile and `.npz` files (columns and units of `data.schema`)."""
+
+
+@dataset.command('export')
+@click.argument('identifier')
+@click.argument('output', type=click.Path(dir_okay=False, writable=True))
+def dataset_export(identifier, output):
+    """Write the DatasetData IDENTIFIER (pk or uuid) to OUTPUT (.npz)."""
+    from aiida import load_profile, orm
+
+    from aiida_mlresponse.data.dataset import DatasetData
+
+    load_profile()
+    node = orm.load_node(identifier)
+    if not isinstance(node, DatasetData):
+        raise click.ClickException(f'node {identifier} is a {type(node).__name__}, not a DatasetData.')
+    path = node.export_npz(output)
+    click.echo(f'{node.kind} dataset <{node.pk}>: {node.size} rows, columns {", ".join(sorted(node.get_arraynames()))} -> {path}')
+
+
+@dataset.command('import')
+@click.argument('path', type=click.Path(exists=True, dir_okay=False))
+@click.option('--label', default=None, help='Label of the new node.')
+def dataset_import(path, label):
+    """Store the dataset file PATH as a new DatasetData node (refused if it does not match its kind's schema)."""
+    from aiida import load_profile
+
+    from aiida_mlresponse.data.dataset import DatasetData
+    from aiida_mlresponse.data.schema import SchemaError
+
+    load_profile()
+    try:
+        node = DatasetData.from_npz(path)
+    except SchemaError as exc:
+        raise click.ClickException(str(exc)) from None
+    if label:
+        node.label = label
+    node.store()
+    click.echo(f'{node.kind} dataset <{node.pk}> ({node.uuid}): {node.size} rows')
