@@ -116,7 +116,7 @@ SCHEMAS = {
         Column('entropy_energy', 'Ha (-TS)', 'float64', ('N',), 'Smearing entropy term -TS.'),
         Column('fermi_energy', 'Ha', 'float64', ('N',), 'Fermi level.'),
         Column('volume', 'Bohr^3', 'float64', ('N',), 'Cell volume.'),
-        Column('stress', 'Ha/Bohr^3', 'float64', ('N', 6), 'Cauchy stress, Voigt order xx yy zz yz xz xy.'),
+        Column('stress', 'Ha/Bohr^3', 'float64', ('N', 3, 3), 'Cauchy stress tensor, ABINIT sign (pressure = -trace/3).'),
         Column('R', 'reduced', 'float64', ('N', 3), 'Relaxed internal coordinates of the symmetric form.'),
         Column('xred', 'reduced', 'float64', ('N', 'atoms', 3), 'Relaxed reduced positions.'),
         Column('cell', 'Bohr', 'float64', ('N', 3, 3), 'Cell vectors as rows.'),

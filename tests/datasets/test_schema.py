@@ -20,7 +20,7 @@ def mg_rows(n=2, grid=(4, 4, 6)):
     rows = {
         'deformation': np.tile([1, 1, 1, 90, 90, 120.0], (n, 1)), 'free_energy': rng.normal(size=n),
         'band_energy': rng.normal(size=n), 'entropy_energy': rng.normal(size=n), 'fermi_energy': rng.normal(size=n),
-        'volume': np.full(n, 310.0), 'stress': rng.normal(size=(n, 6)), 'R': rng.normal(size=(n, 3)),
+        'volume': np.full(n, 310.0), 'stress': rng.normal(size=(n, 3, 3)), 'R': rng.normal(size=(n, 3)),
         'xred': rng.random(size=(n, 4, 3)), 'cell': np.repeat(np.eye(3)[None] * 6.0, n, 0), 'configuration_index': np.arange(n),
     }
     rows.update({name: rng.random(size=(n, *grid)).astype(np.float32) for name in ('rho', 'phi', 'u', 's')})
