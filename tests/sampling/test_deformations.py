@@ -58,3 +58,17 @@ def test_bad_input():
     shear = np.array([[0, 1, 1], [1, 0, -1], [1, -1, 0]], dtype=float)
     with pytest.raises(DeformationError, match='Gram determinant'):
         strain_path(shear, [0.1, 0.7])  # θa ≈ 170°, θb = θc ≈ 10°: no cell has these angles
+
+
+def test_warm_start_recovers_a_smooth_r_of_d_and_stays_in_range():
+    from aiida_mlresponse.sampling.deformations import sample_deformations, warm_start_coordinates
+
+    d = sample_deformations(80, seed=3)
+    x = (d - [1, 1, 1, 90, 90, 90]) / [0.05, 0.05, 0.05, 3, 3, 3]
+    r = np.stack([0.01 * x[:, 0] + 0.002 * x[:, 1] * x[:, 4], -0.004 * x[:, 3], 0.001 * x[:, 2] ** 2], 1)
+    new = sample_deformations(20, seed=4)
+    xn = (new - [1, 1, 1, 90, 90, 90]) / [0.05, 0.05, 0.05, 3, 3, 3]
+    expected = np.stack([0.01 * xn[:, 0] + 0.002 * xn[:, 1] * xn[:, 4], -0.004 * xn[:, 3], 0.001 * xn[:, 2] ** 2], 1)
+    predicted = warm_start_coordinates(d, r, new)  # quadratic from 60 rows: the quadratic R(D) is recovered
+    assert np.abs(predicted - np.clip(expected, -np.abs(r).max(0), np.abs(r).max(0))).max() < 1e-2 * np.abs(r).max()  # ridge 0.1 biases it by ~0.3 %
+    assert np.all(np.abs(warm_start_coordinates(d[:20], r[:20], new * [1.5, 1, 1, 1, 1, 1])) <= np.abs(r[:20]).max(0) + 1e-15)
