@@ -2,8 +2,9 @@
 
     verdi run workchains/run_bn_labels.py [--protocol fast] [--count 4] [--sigma 0.01] [--seed 0]
 
-Runs ABINIT (Berry-phase P, DFPT ε∞) on the equilibrium cell and `count` displaced cells, gathers one
-DatasetData node and prints P and ε∞ per configuration with the ABINIT calculation behind each row.
+Samples `count` displaced cells (a calcfunction: the seed is on record), labels the equilibrium cell
+and each displaced one with ABINIT (Berry-phase P, DFPT ε∞) through `LabelsWorkChain`, and prints
+P and ε∞ per configuration with the ABINIT calculation behind each row.
 """
 
 import argparse
@@ -13,7 +14,7 @@ from aiida.engine import run_get_node
 
 from aiida_mlresponse.data import structure_from_arrays
 from aiida_mlresponse.physics.crystals import bn_cubic
-from aiida_mlresponse.workflows.labels import DisplacementLabelsWorkChain
+from aiida_mlresponse.workflows.labels import LabelsWorkChain, sample_displacement_configurations
 from aiida_mlresponse.workflows.provenance import calculations_behind
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -24,10 +25,10 @@ parser.add_argument('--seed', type=int, default=0)
 parser.add_argument('--code', default='abinit@localhost')
 args = parser.parse_args()
 
-builder = DisplacementLabelsWorkChain.get_builder_from_protocol(
-    orm.load_code(args.code), structure_from_arrays(*bn_cubic()), protocol=args.protocol,
-    sigma=args.sigma, count=args.count, seed=args.seed,
-)
+reference = structure_from_arrays(*bn_cubic())
+configurations = sample_displacement_configurations(reference, orm.Float(args.sigma), orm.Int(args.count), orm.Int(args.seed))
+builder = LabelsWorkChain.get_builder_from_protocol(
+    orm.load_code(args.code), configurations, 'response', reference=reference, protocol=args.protocol)
 results, node = run_get_node(builder)
 if not node.is_finished_ok:
     raise SystemExit(f'{node.process_label}<{node.pk}> failed: exit status {node.exit_status} {node.exit_message}')
@@ -40,8 +41,12 @@ print(f'{"#":>3} {"P_x":>12} {"P_y":>12} {"P_z":>12}  {"eps_xx":>8} {"eps_yy":>8
 print(f'{"":>3} {"(e/bohr^2)":>38}  {"(dimensionless)":>36}')
 polarization = dataset.get_array('polarization')
 epsilon = dataset.get_array('dielectric_tensor')
-for row, (p, eps, calc) in enumerate(zip(polarization, epsilon, calcs)):
+for row, p, eps, calc in zip(dataset.get_array('configuration_index'), polarization, epsilon, calcs):
     print(f'{row:>3} {p[0]:12.4e} {p[1]:12.4e} {p[2]:12.4e}  {eps[0, 0]:8.4f} {eps[1, 1]:8.4f} {eps[2, 2]:8.4f} {eps[0, 1]:9.2e}  '
           f'{calc.process_label}<{calc.pk}> {calc.uuid}')
+failed = results['failed'].get_dict()
+if failed:
+    print(f'{len(failed)} configurations left out: ' + '; '.join(f'{i}: {f["exit_status"]} {f["message"]}' for i, f in failed.items()))
 print(f'\nProvenance: `aiida-mlresponse provenance calcs {dataset.pk}` lists the calculations; '
-      f'`verdi node graph generate {dataset.pk}` draws the graph.')
+      f'`verdi node graph generate {dataset.pk}` draws the graph; '
+      f'`aiida-mlresponse dataset export {dataset.pk} bn.npz` writes the rows to a file.')

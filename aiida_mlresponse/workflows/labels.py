@@ -1,175 +1,287 @@
-"""Label a set of displaced structures with ABINIT and gather them into one `DatasetData` node."""
+"""`LabelsWorkChain`: the one labelling interface of both model families.
+
+It labels a given list of configurations with ABINIT at a protocol and returns (or extends) one
+`DatasetData` whose columns are those of the kind's schema (`data.schema`):
+
+- `response` (displaced polar solids): `configurations` holds `positions` (N, atoms, 3) Å and
+  optionally `cells` (N, 3, 3) Å of the `reference` structure's atoms; each row is an
+  `AbinitResponseBaseWorkChain` (Berry-phase P, DFPT ε∞; Born charges with `response.phonons`).
+  The reference is labelled first (unless `reference_arrays` is given): its P fixes the
+  Berry-phase branch of every configuration.
+- `mg_strain` (strained hcp Mg): `configurations` holds `deformations` (N, 6) and optionally `R`
+  (N, 3), the internal coordinates to start each relaxation from; each row is an
+  `MgRelaxBaseWorkChain`. With `warm_start`, rows without `R` start from R(D) fitted to the rows
+  already labelled (this run and the extended dataset): BFGS needs fewer steps.
+
+`configurations` may carry `configuration_index` (N,): the row indices written to the dataset
+(an active-learning pool's indices, say); the default is 0..N-1. At most `max_concurrent` ABINIT
+jobs run at once. A configuration that still fails after the restart handlers is left out and
+recorded, with its reason, in the `failed` output; fewer successes than `min_success_fraction`
+fail the work chain. The dataset is made by a calcfunction whose inputs are the outputs of every
+calculation, so its provenance reaches each ABINIT run (`workflows.provenance`).
+
+Samplers make the configurations (`sample_displacement_configurations`,
+`sample_deformation_configurations`), as calcfunctions, so their seeds are on record too.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from ase.data import atomic_numbers
 from aiida import orm
-from aiida.engine import ToContext, WorkChain, calcfunction, while_
+from aiida.engine import WorkChain, calcfunction, if_, while_
 
-from aiida_mlresponse.data import structure_from_arrays, structure_to_arrays
 from aiida_mlresponse.data.dataset import DatasetData
-from aiida_mlresponse.sampling.displacements import sample_displacements
-from aiida_mlresponse.workflows.base import AbinitResponseBaseWorkChain
+from aiida_mlresponse.data.schema import SCHEMAS
+from aiida_mlresponse.workflows import label_rows
+from aiida_mlresponse.workflows.restart import AbinitResponseBaseWorkChain, MgRelaxBaseWorkChain
 
-# Arrays of the ABINIT response parser that go into the dataset, with their units.
-LABELS = {'polarization': 'e/bohr^2', 'dielectric_tensor': 'dimensionless'}
-
-
-@calcfunction
-def sample_displaced_structures(structure, sigma, count, seed, freeze_z):
-    """`count` copies of `structure` with every atom displaced by N(0, σ²) (σ in Å), seeded."""
-    cell, positions, symbols, _ = structure_to_arrays(structure)
-    displaced = sample_displacements(positions, sigma.value, count.value, seed.value, freeze_z.value)
-    return {f'structure_{index:04d}': structure_from_arrays(cell, pos, symbols) for index, pos in enumerate(displaced)}
+#: dataset kind -> the restart work chain that labels one configuration of it
+LABELLERS = {'response': AbinitResponseBaseWorkChain, 'mg_strain': MgRelaxBaseWorkChain}
+#: dataset kind -> the arrays `configurations` must (and may) hold
+CONFIGURATION_ARRAYS = {'response': (('positions',), ('cells',)), 'mg_strain': (('deformations',), ('R',))}
 
 
 @calcfunction
-def collect_response_dataset(**labelled):
-    """One DatasetData from pairs `structure_NNNN` / `arrays_NNNN` (parser outputs), in index order."""
-    indices = sorted(key.split('_', 1)[1] for key in labelled if key.startswith('structure_'))
-    rows = {'positions': [], 'cells': []}
-    rows.update({name: [] for name in LABELS})
-    for index in indices:
-        cell, positions, _, _ = structure_to_arrays(labelled[f'structure_{index}'])
-        rows['positions'].append(positions)
-        rows['cells'].append(cell)
-        for name in LABELS:
-            rows[name].append(labelled[f'arrays_{index}'].get_array(name))
-    dataset = DatasetData()
-    # Row -> the CalcJob that produced it (the provenance graph has the same, this is for display).
-    dataset.base.attributes.set('calculations', [labelled[f'arrays_{index}'].creator.uuid for index in indices])
-    _, _, symbols, _ = structure_to_arrays(labelled[f'structure_{indices[0]}'])
-    dataset.base.attributes.set('symbols', symbols)
-    dataset.base.attributes.set('atomic_numbers', [int(atomic_numbers[symbol]) for symbol in symbols])
-    dataset.set_rows(
-        'response',
-        {name: np.asarray(value) for name, value in rows.items()},
-        {'positions': 'angstrom', 'cells': 'angstrom', **LABELS},
-    )
-    return dataset
+def sample_displacement_configurations(structure, sigma, count, seed, freeze_z=lambda: orm.Bool(False)):
+    """`count` copies of `structure` with every atom displaced by N(0, σ²) (σ in Å), seeded: `positions` (Å)."""
+    from aiida_mlresponse.sampling.displacements import sample_displacements
+
+    positions = np.array([site.position for site in structure.sites], dtype=float)
+    configurations = orm.ArrayData()
+    configurations.set_array('positions', sample_displacements(positions, sigma.value, count.value, seed.value, freeze_z.value))
+    return configurations
 
 
-def validate_sigma(value, _):
-    if value is not None and not value.value > 0:
-        return f'the displacement width σ must be positive, got {value.value} Å.'
+@calcfunction
+def sample_deformation_configurations(count, seed, sigma_lambda, sigma_theta_deg):
+    """`count` deformations D of the Mg cell (truncated normal at 2σ, seeded): `deformations` (N, 6)."""
+    from aiida_mlresponse.sampling.deformations import sample_deformations
+
+    configurations = orm.ArrayData()
+    configurations.set_array('deformations', sample_deformations(count.value, seed.value, sigma_lambda.value, sigma_theta_deg.value))
+    return configurations
 
 
-def validate_count(value, _):
-    if value is not None and value.value < 1:
-        return f'`count` must be at least 1, got {value.value}.'
+def validate_inputs(inputs, _):
+    kind = inputs['kind'].value
+    if kind not in LABELLERS:
+        return f'unknown dataset kind `{kind}`; known kinds: {", ".join(LABELLERS)}.'
+    configurations = inputs['configurations']
+    names = set(configurations.get_arraynames())
+    required, optional = CONFIGURATION_ARRAYS[kind]
+    missing = set(required) - names
+    unknown = names - set(required) - set(optional) - {'configuration_index'}
+    if missing or unknown:
+        return (f'`configurations` of kind {kind} must hold {", ".join(required)} (optional: '
+                f'{", ".join((*optional, "configuration_index"))}); missing {sorted(missing)}, unknown {sorted(unknown)}.')
+    if kind == 'response' and 'reference' not in inputs:
+        return 'kind `response` needs the `reference` structure (its cell and species, and its P fixes the branch).'
+    if 'dataset' in inputs and inputs['dataset'].kind != kind:
+        return f'cannot extend a `{inputs["dataset"].kind}` dataset with `{kind}` labels.'
+    try:
+        label_rows.configuration_structures(kind, configurations, inputs.get('reference'), check_only=True)
+    except ValueError as exc:
+        return str(exc)
 
 
-class DisplacementLabelsWorkChain(WorkChain):
-    """Sample displaced structures, label each with `AbinitResponseBaseWorkChain`, gather a dataset.
-
-    The undisplaced reference is labelled first: its polarization fixes the Berry-phase branch of
-    every displaced configuration. At most `max_concurrent` ABINIT jobs run at once (on a small
-    machine several serial jobs beat one MPI job, but not more jobs than cores). A configuration
-    that still fails after the restart handlers is reported and left out; the rest are kept.
-    """
+class LabelsWorkChain(WorkChain):
+    """Label N configurations (displaced structures or Mg deformations) with ABINIT; one dataset node."""
 
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        spec.expose_inputs(AbinitResponseBaseWorkChain, namespace='labelling', exclude=('abinit.structure',))
-        spec.input('structure', valid_type=orm.StructureData, help='The reference (equilibrium) structure.')
-        spec.input('sigma', valid_type=orm.Float, validator=validate_sigma, help='Displacement width σ in Å.')
-        spec.input('count', valid_type=orm.Int, validator=validate_count, help='Number of displaced structures.')
-        spec.input('seed', valid_type=orm.Int, default=lambda: orm.Int(0))
-        spec.input('freeze_z', valid_type=orm.Bool, default=lambda: orm.Bool(False))
-        spec.input('max_concurrent', valid_type=orm.Int, default=lambda: orm.Int(2))
+        spec.input('kind', valid_type=orm.Str, help=f'Dataset kind: {", ".join(SCHEMAS)}.')
+        spec.input('code', valid_type=orm.AbstractCode, help='The ABINIT code.')
+        spec.input('configurations', valid_type=orm.ArrayData,
+                   help='response: positions (N, atoms, 3) Å [, cells]; mg_strain: deformations (N, 6) [, R]; '
+                        'optional configuration_index (N,).')
+        spec.input('reference', valid_type=orm.StructureData, required=False,
+                   help='response: the equilibrium structure (species, default cell, P branch).')
+        spec.input('reference_arrays', valid_type=orm.ArrayData, required=False,
+                   help='response: labels of the reference already computed (skips its run).')
+        spec.input('protocol', valid_type=orm.Str, default=lambda: orm.Str('fast'), help='test, fast, moderate or precise.')
+        spec.input('overrides', valid_type=orm.Dict, required=False, help='Deep-merged over the protocol entry.')
+        spec.input('response', valid_type=orm.Dict, required=False,
+                   help='response: switches {polarization, dielectric, phonons} of AbinitResponseCalculation.')
+        spec.input('warm_start', valid_type=orm.Bool, default=lambda: orm.Bool(False),
+                   help='mg_strain: start each relaxation from R(D) fitted to the rows already labelled.')
+        spec.input('dataset', valid_type=DatasetData, required=False, help='A dataset of the same kind to extend.')
+        spec.input('max_concurrent', valid_type=orm.Int, default=lambda: orm.Int(2),
+                   help='ABINIT jobs in flight at once (several serial jobs beat one MPI job on a few cores).')
         spec.input('min_success_fraction', valid_type=orm.Float, default=lambda: orm.Float(0.5),
                    help='Fail when fewer configurations than this fraction were labelled.')
+        spec.inputs.validator = validate_inputs
         spec.outline(
-            cls.sample,
-            cls.run_reference,
-            cls.inspect_reference,
-            while_(cls.should_submit)(cls.submit_batch, cls.inspect_batch),
+            cls.setup,
+            if_(cls.needs_reference)(cls.run_reference, cls.inspect_reference),
+            while_(cls.has_pending)(cls.submit_batch, cls.inspect_batch),
             cls.collect,
         )
-        spec.output('dataset', valid_type=DatasetData, help='Positions, cells, P (branch fixed) and ε∞ of every labelled configuration.')
-        spec.output('reference_arrays', valid_type=orm.ArrayData, help='Labels of the undisplaced reference.')
-        spec.exit_code(401, 'ERROR_REFERENCE_FAILED', message='The reference structure could not be labelled: {message}')
-        spec.exit_code(402, 'ERROR_TOO_MANY_FAILURES', message='Only {done} of {total} configurations were labelled.')
+        spec.output('dataset', valid_type=DatasetData, help='The labelled rows (after those of `dataset`, if given).')
+        spec.output('failed', valid_type=orm.Dict, help='index -> configuration, exit status, message, pk of each left-out one.')
+        spec.output('reference_arrays', valid_type=orm.ArrayData, required=False, help='response: labels of the reference.')
+        spec.exit_code(410, 'ERROR_REFERENCE_FAILED', message='The reference structure could not be labelled: {message}')
+        spec.exit_code(411, 'ERROR_TOO_MANY_FAILURES', message='Only {done} of {total} configurations were labelled.')
 
     @classmethod
-    def get_builder_from_protocol(cls, code, structure, protocol='fast', sigma=0.01, count=10, seed=0,
-                                  freeze_z=False, overrides=None, **kwargs):
-        """A builder with every ABINIT input from `protocol` (test, fast, moderate, precise)."""
-        sub = AbinitResponseBaseWorkChain.get_builder_from_protocol(code, structure, protocol=protocol, overrides=overrides, **kwargs)
+    def get_builder_from_protocol(cls, code, configurations, kind, reference=None, protocol='fast', overrides=None,
+                                  response=None, warm_start=False, dataset=None, max_concurrent=2):
+        """A builder; every ABINIT input comes from `protocol` (and `overrides`) inside the work chain."""
         builder = cls.get_builder()
-        for key, value in sub._inputs(prune=True).items():
-            if key == 'metadata':
-                continue
-            if key == 'abinit':
-                value = {k: v for k, v in value.items() if k != 'structure'}
-            builder.labelling[key] = value
-        builder.structure = structure
-        builder.sigma = orm.Float(sigma)
-        builder.count = orm.Int(count)
-        builder.seed = orm.Int(seed)
-        builder.freeze_z = orm.Bool(freeze_z)
+        builder.kind = orm.Str(kind)
+        builder.code = code
+        builder.configurations = configurations
+        if reference is not None:
+            builder.reference = reference
+        builder.protocol = orm.Str(protocol)
+        if overrides:
+            builder.overrides = orm.Dict(overrides)
+        if response:
+            builder.response = orm.Dict(response)
+        builder.warm_start = orm.Bool(warm_start)
+        if dataset is not None:
+            builder.dataset = dataset
+        builder.max_concurrent = orm.Int(max_concurrent)
         return builder
 
-    def _labelling_inputs(self, structure):
-        inputs = self.exposed_inputs(AbinitResponseBaseWorkChain, namespace='labelling')
-        inputs['abinit']['structure'] = structure
-        return inputs
+    # -- set-up: every configuration's builder is made once here, so bad input fails before any ABINIT run
 
-    def sample(self):
-        outputs = sample_displaced_structures(
-            self.inputs.structure, self.inputs.sigma, self.inputs.count, self.inputs.seed, self.inputs.freeze_z
-        )
-        self.ctx.pending = sorted(outputs.items())
-        self.ctx.structures = dict(outputs)
-        self.ctx.labelled = {}
-        self.report(f'sampled {len(outputs)} displaced structures (σ = {self.inputs.sigma.value} Å)')
+    def _builder(self, structure, extra=None):
+        kind = self.inputs.kind.value
+        overrides = self.inputs.overrides.get_dict() if 'overrides' in self.inputs else None
+        if kind == 'response':
+            return AbinitResponseBaseWorkChain.get_builder_from_protocol(
+                self.inputs.code, structure, protocol=self.inputs.protocol.value, overrides=overrides,
+                response=self.inputs.response.get_dict() if 'response' in self.inputs else None, **(extra or {}))
+        return MgRelaxBaseWorkChain.get_builder_from_protocol(
+            self.inputs.code, structure=structure, protocol=self.inputs.protocol.value, overrides=overrides)
+
+    def setup(self):
+        kind = self.inputs.kind.value
+        configurations = self.inputs.configurations
+        count = label_rows.configuration_count(kind, configurations)
+        self.ctx.indices = (configurations.get_array('configuration_index').astype(int).tolist()
+                            if 'configuration_index' in configurations.get_arraynames() else list(range(count)))
+        for structure in label_rows.configuration_structures(kind, configurations, self.inputs.get('reference')):
+            self._builder(structure)  # raises (ProtocolError, AbinitInputError, ...) on input no run could take
+        self.ctx.pending = list(range(count))
+        self.ctx.labelled = {}  # position in `configurations` -> restart work chain node
+        self.ctx.failed = {}
+        self.report(f'{count} {kind} configurations to label at protocol `{self.inputs.protocol.value}`, '
+                    f'{self.inputs.max_concurrent.value} at a time')
+
+    def needs_reference(self):
+        return self.inputs.kind.value == 'response' and 'reference_arrays' not in self.inputs
 
     def run_reference(self):
-        node = self.submit(AbinitResponseBaseWorkChain, **self._labelling_inputs(self.inputs.structure))
+        node = self.submit(self._builder(self.inputs.reference))
         self.report(f'labelling the reference structure: {node.process_label}<{node.pk}>')
-        return ToContext(reference=node)
+        return self.to_context(reference=node)
 
     def inspect_reference(self):
         node = self.ctx.reference
         if not node.is_finished_ok:
             return self.exit_codes.ERROR_REFERENCE_FAILED.format(message=f'{node.process_label}<{node.pk}> exit status {node.exit_status}')
-        self.out('reference_arrays', node.outputs.output_arrays)
 
-    def should_submit(self):
+    def has_pending(self):
         return bool(self.ctx.pending)
 
+    def _structure_for(self, position):
+        kind = self.inputs.kind.value
+        configurations = self.inputs.configurations
+        if kind == 'mg_strain' and self.inputs.warm_start.value and 'R' not in configurations.get_arraynames():
+            done_d, done_r = self._finished_coordinates()
+            if len(done_d) >= label_rows.WARM_START_MIN_ROWS:
+                from aiida_mlresponse.sampling.deformations import warm_start_coordinates
+
+                deformation = configurations.get_array('deformations')[position]
+                r_params = warm_start_coordinates(done_d, done_r, deformation[None])[0]
+                return label_rows.mg_structure(deformation, r_params)
+        return label_rows.configuration_structures(kind, configurations, self.inputs.get('reference'), rows=[position])[0]
+
+    def _finished_coordinates(self):
+        """(D, R) of the rows labelled so far: this run's, then the extended dataset's."""
+        pairs = [(node.outputs.output_arrays.get_array('deformation'), node.outputs.output_arrays.get_array('R'))
+                 for node in self.ctx.labelled.values()]
+        d = [p[0] for p in pairs]
+        r = [p[1] for p in pairs]
+        if 'dataset' in self.inputs:
+            d.extend(self.inputs.dataset.get_array('deformation'))
+            r.extend(self.inputs.dataset.get_array('R'))
+        return np.array(d).reshape(-1, 6), np.array(r).reshape(-1, 3)
+
+    def _reference_arrays(self):
+        if 'reference_arrays' in self.inputs:
+            return self.inputs.reference_arrays
+        return self.ctx.reference.outputs.output_arrays
+
     def submit_batch(self):
-        batch, self.ctx.pending = self.ctx.pending[: self.inputs.max_concurrent.value], self.ctx.pending[self.inputs.max_concurrent.value :]
-        futures = {}
-        for key, structure in batch:
-            inputs = self._labelling_inputs(structure)
-            inputs['abinit']['reference_polarization'] = self.ctx.reference.outputs.output_arrays
-            node = self.submit(AbinitResponseBaseWorkChain, **inputs)
-            futures[key] = node
-        self.report(f'submitted {", ".join(f"{k}: <{n.pk}>" for k, n in futures.items())}; {len(self.ctx.pending)} left')
-        return ToContext(**{f'batch_{key}': node for key, node in futures.items()})
+        size = self.inputs.max_concurrent.value
+        batch, self.ctx.pending = self.ctx.pending[:size], self.ctx.pending[size:]
+        extra = {'reference_polarization': self._reference_arrays()} if self.inputs.kind.value == 'response' else None
+        for position in batch:
+            builder = self._builder(self._structure_for(position), extra)
+            builder.metadata.call_link_label = f'label_{self.ctx.indices[position]}'
+            node = self.submit(builder)
+            node.base.extras.set('configuration_index', self.ctx.indices[position])
+            self.to_context(**{f'row_{position}': node})
+        self.ctx.batch = batch
+        self.report(f'submitted configurations {[self.ctx.indices[p] for p in batch]}; {len(self.ctx.pending)} left')
 
     def inspect_batch(self):
-        for key in [k for k in self.ctx if k.startswith('batch_structure_')]:
-            node = self.ctx[key]
-            structure_key = key[len('batch_'):]
-            if node.is_finished_ok:
-                self.ctx.labelled[structure_key] = node.outputs.output_arrays
+        for position in self.ctx.batch:
+            node = self.ctx[f'row_{position}']
+            if node.is_finished_ok and label_rows.has_label_outputs(self.inputs.kind.value, node):
+                self.ctx.labelled[position] = node
             else:
-                self.report(f'{structure_key} left out: {node.process_label}<{node.pk}> failed with exit status {node.exit_status}')
-            del self.ctx[key]
+                index = self.ctx.indices[position]
+                self.ctx.failed[str(index)] = {'position': position, 'exit_status': node.exit_status,
+                                               'message': node.exit_message or '', 'pk': node.pk}
+                self.report(f'configuration {index} left out: {node.process_label}<{node.pk}> '
+                            f'exit status {node.exit_status} {node.exit_message or ""}')
 
     def collect(self):
-        total, done = len(self.ctx.structures), len(self.ctx.labelled)
+        if 'reference_arrays' not in self.inputs and self.inputs.kind.value == 'response':
+            self.out('reference_arrays', self.ctx.reference.outputs.output_arrays)
+        self.out('failed', left_out_configurations(self.inputs.configurations, orm.Dict(self.ctx.failed)))
+        total, done = len(self.ctx.indices), len(self.ctx.labelled)
         if done == 0 or done < self.inputs.min_success_fraction.value * total:
             return self.exit_codes.ERROR_TOO_MANY_FAILURES.format(done=done, total=total)
-        inputs = {}
-        for key, arrays in self.ctx.labelled.items():
-            index = key.split('_', 1)[1]
-            inputs[f'structure_{index}'] = self.ctx.structures[key]
-            inputs[f'arrays_{index}'] = arrays
-        dataset = collect_response_dataset(**inputs)
+        inputs = {'kind': self.inputs.kind}
+        if 'dataset' in self.inputs:
+            inputs['dataset'] = self.inputs.dataset
+        for position, node in sorted(self.ctx.labelled.items()):
+            index = self.ctx.indices[position]
+            for port, output in label_rows.label_outputs(self.inputs.kind.value, node).items():
+                inputs[f'row_{index:06d}__{port}'] = output
+        dataset = collect_dataset(**inputs)
         self.out('dataset', dataset)
-        self.report(f'dataset <{dataset.pk}>: {done} of {total} configurations labelled')
+        self.report(f'dataset <{dataset.pk}>: {done} of {total} configurations labelled, {dataset.size} rows in all')
+
+
+@calcfunction
+def left_out_configurations(configurations: orm.ArrayData, failures: orm.Dict) -> orm.Dict:
+    """index -> configuration, exit status, message and pk of each left-out one (a calcfunction: on record)."""
+    arrays = {name: configurations.get_array(name) for name in configurations.get_arraynames() if name != 'configuration_index'}
+    return orm.Dict({index: {**failure, **{name: array[failure['position']].tolist() for name, array in arrays.items()}}
+                     for index, failure in failures.get_dict().items()})
+
+
+@calcfunction
+def collect_dataset(kind: orm.Str, **inputs) -> DatasetData:
+    """One DatasetData: the rows of `dataset` (if given), then one row per `row_<index>__<port>` group of outputs."""
+    existing = inputs.pop('dataset', None)
+    grouped: dict = {}
+    for key, node in inputs.items():
+        index, port = key[len('row_'):].split('__', 1)
+        grouped.setdefault(int(index), {})[port] = node
+    rows, attributes = label_rows.dataset_rows(kind.value, grouped)
+    if existing is not None:
+        old = existing.rows()
+        rows = {name: np.concatenate([old[name], value]) for name, value in rows.items() if name in old}
+        attributes['calculations'] = existing.base.attributes.get('calculations', []) + attributes['calculations']
+    dataset = DatasetData()
+    for key, value in attributes.items():
+        dataset.base.attributes.set(key, value)
+    dataset.set_rows(kind.value, rows)
+    return dataset
