@@ -4,8 +4,8 @@
     nice -n 10 .venv/bin/python benchmarks/pcamlp_accuracy.py --train-sizes 250 500 --test-size 500 --test-rest
     nice -n 10 .venv/bin/python benchmarks/pcamlp_accuracy.py --synthetic 1500  # analytic stand-in
 
-The Mg data are read from runs/mg_fast/configs/*.npz (one file per finished configuration, so the
-campaign's stacked file may lag); files still being written are skipped. A training size runs only if
+The Mg data are read from an 'mg_strain' dataset file (`aiida-mlresponse dataset export PK FILE`, checked
+against `aiida_mlresponse.data.schema`), --data, by default runs/mg_fast/mg_strain.npz. A training size runs only if
 at least --test-size configurations remain for the test set; skipped sizes are listed in the JSON.
 
 For each training size: MAE and max of F, U, -TS (mHa; direct heads, and U, -TS also from the integrated
@@ -20,7 +20,7 @@ benchmarks/results/pcamlp_accuracy.json (or pcamlp_accuracy_synthetic.json) and 
 from __future__ import annotations
 
 import argparse
-import inspect
+import dataclasses
 import json
 import os
 import pathlib
@@ -30,15 +30,20 @@ import time
 import numpy as np
 import torch
 
-from aiida_mlresponse.ml import pcamlp as pm
-from aiida_mlresponse.ml import plots
-from aiida_mlresponse.ml.linear_baseline import LinearBaseline
+from aiida_mlresponse.ml.pcamlp import plots
+from aiida_mlresponse.ml.pcamlp.data import read_dataset
+from aiida_mlresponse.ml.pcamlp.fit import FitSettings, fit_pcamlp
+from aiida_mlresponse.ml.pcamlp.linear import LinearBaseline
+from aiida_mlresponse.ml.pcamlp.metrics import nrmse, position_error
+from aiida_mlresponse.ml.pcamlp.model import DEFAULT_FIELDS, default_hyperparameters
+from aiida_mlresponse.ml.pcamlp.pca import pca_project, pca_reconstruct
+from aiida_mlresponse.ml.pcamlp.synthetic import synthetic_dataset
 from aiida_mlresponse.physics import stress as st
 from aiida_mlresponse.physics.units import HA_PER_BOHR3_TO_GPA
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / 'benchmarks' / 'results'
-MG_DATA = ROOT / 'runs' / 'mg_fast' / 'configs'  # or the stacked mg_fast_seed2024.npz
+MG_DATA = ROOT / 'runs' / 'mg_fast' / 'mg_strain.npz'  # aiida-mlresponse dataset export PK FILE
 TSMEAR = 0.01  # Ha, the smearing of the Mg protocols: -TS = tsmear * ∫s
 SEED_PAPER = {  # seed 002, 2000 training configurations, 1000 test
     'F_mae_mHa': 0.10, 'F_max_mHa': 1.5, 'U_mae_mHa': 0.15, 'U_max_mHa': 2.4,
@@ -46,9 +51,8 @@ SEED_PAPER = {  # seed 002, 2000 training configurations, 1000 test
     'nrmse_rho_phi_u_percent': 0.1, 'nrmse_s_percent': 11.0, 'position_error_bohr': 0.0035,
 }
 SCALARS = ('F', 'U', 'minus_TS', 'R')
-# the training defaults live in `fit_pcamlp`; the benchmark's options start from them
-FIT = {name: p.default for name, p in inspect.signature(pm.fit_pcamlp).parameters.items()
-       if p.default is not inspect.Parameter.empty}
+# the training defaults live in `FitSettings`; the benchmark's options start from them
+FIT = dataclasses.asdict(FitSettings())
 
 
 def integrals(fields: dict, volume: np.ndarray) -> dict:
@@ -76,7 +80,7 @@ def energy_errors(pred: dict, true: dict, prefix: str = '') -> dict:
 def field_errors(pred: dict, true: dict, names, prefix: str = '') -> tuple[dict, dict]:
     out, per_config = {}, {}
     for name in names:
-        values = pm.nrmse(pred[name], true[name])
+        values = nrmse(pred[name], true[name])
         per_config[name] = values
         out[f'{prefix}nrmse_{name}_mean_percent'] = float(100 * values.mean())
         out[f'{prefix}nrmse_{name}_median_percent'] = float(100 * np.median(values))
@@ -89,15 +93,16 @@ def evaluate(args, data, train, test, fields_names, label):
     fields = {k: data[k][train] for k in fields_names}
     truth = {k: data[k][test] for k in (*SCALARS, *fields_names)}
     torch.manual_seed(args.seed)
-    model, history = pm.fit_pcamlp(
+    settings = FitSettings(
+        epochs=args.epochs, lbfgs_iterations=args.lbfgs, field_epochs=args.field_epochs,
+        field_lbfgs_iterations=args.field_lbfgs, batch_size=args.batch_size, field_batch_size=args.field_batch_size,
+        l2=args.l2, refit_output=not args.no_refit, seed=args.seed, stress_weight=args.stress_weight, log_every=100)
+    model, history = fit_pcamlp(
         d_train, scalars, fields,
         {'n_members': args.members, 'pca_components': args.pca, 'coefficient_scaling': args.coefficient_scaling,
          'field_hidden': args.field_hidden},
-        epochs=args.epochs, lbfgs_iterations=args.lbfgs, field_epochs=args.field_epochs,
-        field_lbfgs_iterations=args.field_lbfgs, batch_size=args.batch_size, field_batch_size=args.field_batch_size,
-        l2=args.l2, refit_output=not args.no_refit, seed=args.seed,
-        stress=data['stress'][train] if 'stress' in data else None, stress_weight=args.stress_weight,
-        log=print if args.verbose else None, log_every=100)
+        stress=data['stress'][train] if 'stress' in data else None, settings=settings,
+        log=print if args.verbose else None)
     t0 = time.perf_counter()
     pred = model.predict(d_test, coefficients=True)
     predict_seconds = time.perf_counter() - t0
@@ -126,14 +131,14 @@ def evaluate(args, data, train, test, fields_names, label):
     for name in fields_names:
         mean = model._buffer(f'{name}_pca_mean').numpy()
         comps = model._buffer(f'{name}_pca_components').numpy()
-        pca_pred[name] = pm.pca_reconstruct(pm.pca_project(truth[name], mean, comps), mean, comps).reshape(
+        pca_pred[name] = pca_reconstruct(pca_project(truth[name], mean, comps), mean, comps).reshape(
             truth[name].shape)
     pca_errors, pca_per_config = field_errors(pca_pred, truth, fields_names, prefix='pca_only_')
     row.update(pca_errors)
-    pos = pm.position_error(pred['R'], truth['R'], data['cell'][test])
+    pos = position_error(pred['R'], truth['R'], data['cell'][test])
     row['position_error_mean_bohr'] = float(pos.mean())
     row['position_error_max_bohr'] = float(pos.max())
-    row['R_displacement_mean_bohr'] = float(pm.position_error(truth['R'], 0 * truth['R'], data['cell'][test]).mean())
+    row['R_displacement_mean_bohr'] = float(position_error(truth['R'], 0 * truth['R'], data['cell'][test]).mean())
     f_err = np.abs(pred['F'][:, 0] - truth['F'])
     row['F_committee_std_mean_mHa'] = float(1e3 * pred['F_std'].mean())
     row['F_spread_error_spearman'] = float(_spearman(pred['F_std'][:, 0], f_err))
@@ -142,7 +147,7 @@ def evaluate(args, data, train, test, fields_names, label):
     lin = linear.predict(d_test)
     lin_row = energy_errors(lin, truth)
     lin_row.update(field_errors(lin, truth, fields_names)[0])
-    lin_pos = pm.position_error(lin['R'], truth['R'], data['cell'][test])
+    lin_pos = position_error(lin['R'], truth['R'], data['cell'][test])
     lin_row['position_error_mean_bohr'] = float(lin_pos.mean())
     row['linear_baseline'] = lin_row
     # stress against ABINIT's, where the data have it: the exact Cauchy stress of each deformed cell
@@ -237,7 +242,7 @@ def main():
     parser.add_argument('--field-lbfgs', type=int, default=FIT['field_lbfgs_iterations'])
     parser.add_argument('--batch-size', type=int, default=FIT['batch_size'])
     parser.add_argument('--field-batch-size', type=int, default=None)
-    parser.add_argument('--field-hidden', type=int, nargs='+', default=pm.default_hyperparameters()['field_hidden'])
+    parser.add_argument('--field-hidden', type=int, nargs='+', default=default_hyperparameters()['field_hidden'])
     parser.add_argument('--no-refit', action='store_true', help='no ridge refit of the output layers')
     parser.add_argument('--l2', type=float, default=FIT['l2'])
     parser.add_argument('--seed', type=int, default=0)
@@ -266,7 +271,7 @@ def main():
     torch.set_num_threads(args.threads)
 
     if args.synthetic:
-        data = pm.synthetic_dataset(args.synthetic, grid=(20, 32, 32), seed=2024)
+        data = synthetic_dataset(args.synthetic, grid=(20, 32, 32), seed=2024)
         from aiida_mlresponse.physics.strain import cell_volume, deformation_to_cell
 
         data['cell'] = deformation_to_cell(data['D'])
@@ -274,11 +279,11 @@ def main():
         source = f'SYNTHETIC analytic stand-in ({args.synthetic} configurations) - NOT Mg, NOT DFT'
         stem = 'pcamlp_accuracy_synthetic'
     else:
-        data = pm.load_mg_arrays(args.data)
+        data = read_dataset(args.data)
         source = f'Mg, ABINIT `fast` protocol campaign ({args.data}, {len(data["D"])} configurations)'
         stem = 'pcamlp_accuracy'
     stem += f'_{args.tag.lstrip("_")}' if args.tag else ''
-    fields_names = [name for name in pm.DEFAULT_FIELDS if name in data]
+    fields_names = [name for name in DEFAULT_FIELDS if name in data]
     n = len(data['D'])
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(n)

@@ -27,7 +27,8 @@ import time
 import numpy as np
 import torch
 
-from aiida_mlresponse.ml import pcamlp as pm
+from aiida_mlresponse.ml.pcamlp.model import DEFAULT_FIELDS, PCAMLPCommittee, default_hyperparameters
+from aiida_mlresponse.ml.pcamlp.synthetic import synthetic_deformations
 from aiida_mlresponse.physics import stress as st
 from aiida_mlresponse.physics.strain import deformation_to_strain
 
@@ -39,20 +40,20 @@ HEADS = {'F': 1, 'U': 1, 'minus_TS': 1, 'R': 3}
 FAST_GRID = (20, 32, 32)
 
 
-def committee(k: int, field_hidden, grid=FAST_GRID) -> pm.PCAMLPCommittee:
-    hyper = pm.default_hyperparameters(n_members=k, field_shape=list(grid), field_hidden=list(field_hidden),
-                                       pca_dims={name: 50 for name in pm.DEFAULT_FIELDS}, heads=dict(HEADS))
-    model = pm.PCAMLPCommittee(hyper)
+def committee(k: int, field_hidden, grid=FAST_GRID) -> PCAMLPCommittee:
+    hyper = default_hyperparameters(n_members=k, field_shape=list(grid), field_hidden=list(field_hidden),
+                                       pca_dims={name: 50 for name in DEFAULT_FIELDS}, heads=dict(HEADS))
+    model = PCAMLPCommittee(hyper)
     n_points = int(np.prod(grid))
     with torch.no_grad():
-        for name in pm.DEFAULT_FIELDS:
+        for name in DEFAULT_FIELDS:
             getattr(model, f'{name}_pca_components').copy_(torch.linalg.qr(torch.randn(n_points, 50))[0].T)
         model.input_mean.copy_(torch.tensor([1.0, 1.0, 1.0, 90.0, 90.0, 90.0]))
         model.input_std.copy_(torch.tensor([0.025, 0.025, 0.025, 3.0, 3.0, 3.0]))
     return model.eval()
 
 
-def previous_committee(commit: str, k: int, model: pm.PCAMLPCommittee):
+def previous_committee(commit: str, k: int, model: PCAMLPCommittee):
     """The PCAMLPCommittee of an earlier commit (one stacked net per head and per field) with `model`'s weights."""
     import importlib.util
     import subprocess
@@ -89,7 +90,7 @@ def mlp_flops(sizes) -> int:
 def flops_per_member(field_hidden, with_fields: bool = True) -> int:
     flops = sum(mlp_flops([6, 50, 100, 50, n]) for n in HEADS.values())
     if with_fields:
-        flops += len(pm.DEFAULT_FIELDS) * mlp_flops([6, *field_hidden, 50])
+        flops += len(DEFAULT_FIELDS) * mlp_flops([6, *field_hidden, 50])
     return flops
 
 
@@ -130,7 +131,7 @@ def main():
                         help='commit whose PCAMLPCommittee (one net per head and per field) is timed side by side')
     args = parser.parse_args()
     load_start = os.getloadavg()
-    d_all = pm.sample_deformations(max(args.batches), seed=1)
+    d_all = synthetic_deformations(max(args.batches), seed=1)
     rows, machine = [], {}
 
     def record(threads, k, width, batch, outputs, seconds, chunk=None):

@@ -2,7 +2,7 @@
 
 For GaAs and BN (800 configurations each) and for P (branch fixed, e/Bohr²) and ε∞ (six Voigt components):
 an 80/20 split (seeded); on the 80 % the Taylor ridge baselines (linear, and the degree and ridge chosen on a
-held-out part of the 80 %) and a committee fitted by `ml.committee.fit_committee` with the package's default
+held-out part of the 80 %) and a committee fitted by `ml.radnet.fit.fit_committee` with the package's default
 hyperparameters unless options say otherwise (the same function the training CalcJob runs: each member fits
 the chosen heads on its own 80 % and a CNN on their out-of-fold residuals, its correction shrunk on its
 validation split; the committee mean is the central heads, fitted on all the training data, plus the members'
@@ -31,11 +31,12 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from aiida_mlresponse.ml.baselines import TaylorBaseline, select_degree  # noqa: E402
-from aiida_mlresponse.ml.committee import (DEFAULT_FIT_HYPERPARAMETERS, atom_cubes_from,  # noqa: E402
-                                           complete_fit_hyperparameters, fit_committee)
-from aiida_mlresponse.ml.datasets import TARGET_UNITS, load_radnet_h5, split_indices  # noqa: E402
-from aiida_mlresponse.ml.radnet import count_flops_per_atom  # noqa: E402
+from aiida_mlresponse.ml.radnet.committee import atom_cubes_from  # noqa: E402
+from aiida_mlresponse.ml.radnet.fit import (DEFAULT_FIT_HYPERPARAMETERS, complete_fit_hyperparameters,  # noqa: E402
+                                            fit_committee)
+from aiida_mlresponse.ml.radnet.hdf5 import TARGET_UNITS, load_radnet_h5, split_indices  # noqa: E402
+from aiida_mlresponse.ml.radnet.network import count_flops_per_atom  # noqa: E402
+from aiida_mlresponse.ml.radnet.taylor import TaylorBaseline, select_degree  # noqa: E402
 
 DATA = ROOT.parent / 'shared' / 'data' / 'radnet'
 RESULTS = ROOT / 'benchmarks' / 'results' / 'radnet_accuracy.json'

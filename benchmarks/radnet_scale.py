@@ -5,13 +5,13 @@ for the radnet CNN of `aiida_mlresponse.ml.radnet` (its default preset unless --
 the cost does not depend on their values), the script times, in a fresh subprocess so that the peak memory
 is that size's alone:
 
-- inputs: neighbour list and density cubes (ml.density, O(N));
+- inputs: neighbour list and density cubes (ml.radnet.density, O(N));
 - predict: P (3) and ε∞ (6) from the cubes (two networks, no gradients);
-- path A: the full Jacobian of all 9 outputs by reverse mode (ml.derivatives.jacobian, one cube build,
+- path A: the full Jacobian of all 9 outputs by reverse mode (ml.radnet.derivatives.jacobian, one cube build,
   9 network VJPs, one batched VJP through the density) -> Z* (ASR) and ∂χ/∂τ, then the Raman tensors of
   the three optical Γ modes (physics.raman.raman_tensors);
 - path B: Z* from the 3 VJPs of P only, and the Raman tensors by forward mode, one JVP per optical Γ mode
-  (ml.derivatives.chi_directional_derivatives).
+  (ml.radnet.derivatives.chi_directional_derivatives).
 
 Both paths give Z* and the Raman tensors (they are compared); the total of each is inputs + predict + the
 path. The exponent is fitted on sizes >= 128 atoms (smaller cells measure fixed overheads), and on all.
@@ -61,9 +61,10 @@ def run_one(repeats: int, preset: str | None, chunk: int, threads: int, channels
     import torch
 
     torch.set_num_threads(threads)
-    from aiida_mlresponse.ml.density import AtomCubes
-    from aiida_mlresponse.ml.derivatives import AtomSumModel, chi_directional_derivatives, jacobian, symmetric_tensor
-    from aiida_mlresponse.ml import radnet
+    from aiida_mlresponse.ml.common import voigt_to_tensor
+    from aiida_mlresponse.ml.radnet import network as radnet
+    from aiida_mlresponse.ml.radnet.density import AtomCubes
+    from aiida_mlresponse.ml.radnet.derivatives import AtomSumModel, chi_directional_derivatives, jacobian
     from aiida_mlresponse.physics.born import impose_acoustic_sum_rule
     from aiida_mlresponse.physics.crystals import gaas
     from aiida_mlresponse.physics.raman import mode_displacements, raman_tensors
@@ -132,7 +133,7 @@ def run_one(repeats: int, preset: str | None, chunk: int, threads: int, channels
     tic()
     full = jacobian(combined, positions).double().numpy()  # (9, N, 3)
     born_a = impose_acoustic_sum_rule(volume * full[:3].transpose(1, 0, 2))
-    dchi = impose_acoustic_sum_rule(symmetric_tensor(np.moveaxis(full[3:], 0, -1)) / (4 * np.pi))
+    dchi = impose_acoustic_sum_rule(voigt_to_tensor(np.moveaxis(full[3:], 0, -1)) / (4 * np.pi))
     toc('jacobian_9_vjp')
     tic()
     raman_a = raman_tensors(dchi, eigenvectors, masses, volume)
@@ -183,7 +184,7 @@ def main():
 
     if args.single is not None:
         # Warm-up (oneDNN builds its kernels per shape on first use) on a cell of at most one chunk of atoms.
-        import aiida_mlresponse.ml.derivatives, aiida_mlresponse.ml.radnet, aiida_mlresponse.physics.raman  # noqa: E401,F401
+        import aiida_mlresponse.ml.radnet.derivatives, aiida_mlresponse.ml.radnet.network, aiida_mlresponse.physics.raman  # noqa: E401,F401
         baseline_mb = peak_rss_mb()
         run_one(min(args.single, 8), args.preset, args.chunk, args.threads, args.channels_last, seed=1)
         row = run_one(args.single, args.preset, args.chunk, args.threads, args.channels_last)

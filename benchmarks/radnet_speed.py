@@ -60,8 +60,8 @@ def time_abinit(protocol: str) -> dict:
 def train_models(epochs: int, directory: pathlib.Path) -> dict:
     """Committees for P and ε∞ on the paper's GaAs data, saved as model files; returns their paths."""
     from aiida_mlresponse.ml import checkpoint
-    from aiida_mlresponse.ml.committee import dielectric_targets, fit_committee
-    from aiida_mlresponse.ml.datasets import load_radnet_h5
+    from aiida_mlresponse.ml.radnet.fit import dielectric_targets, fit_committee
+    from aiida_mlresponse.ml.radnet.hdf5 import load_radnet_h5
 
     data = load_radnet_h5(DATA)
     paths = {}
@@ -100,7 +100,7 @@ def load_models(paths: dict):
 
 def predict(committees, cell, numbers, positions, cache=None) -> dict:
     """Everything per structure from models in memory: P, ε∞ (with spread), Z*, Raman tensors."""
-    from aiida_mlresponse.ml.predict import predict_structure
+    from aiida_mlresponse.ml.radnet.predict import predict_structure
     from aiida_mlresponse.physics.raman import raman_tensors
 
     out = predict_structure(committees, positions, cell, numbers, neighbour_cache=cache)
@@ -119,8 +119,8 @@ def legacy_prediction(paths: dict, positions) -> dict:
     """The path this benchmark timed before predict_structure (for the before/after comparison): autograd through
     each committee's position function (`predict.reference_response`, `derivatives.chi_derivatives`)."""
     from aiida_mlresponse.ml import checkpoint
-    from aiida_mlresponse.ml.derivatives import chi_derivatives
-    from aiida_mlresponse.ml.predict import reference_response
+    from aiida_mlresponse.ml.radnet.derivatives import chi_derivatives
+    from aiida_mlresponse.ml.radnet.predict import reference_response
     from aiida_mlresponse.physics.raman import raman_tensors
 
     p_model, p_payload = checkpoint.load(paths['polarization'])
@@ -158,8 +158,8 @@ def main():
     default_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
 
-    from aiida_mlresponse.ml.committee import NeighbourCache
-    from aiida_mlresponse.ml.datasets import load_radnet_h5
+    from aiida_mlresponse.ml.radnet.committee import NeighbourCache
+    from aiida_mlresponse.ml.radnet.hdf5 import load_radnet_h5
 
     data = load_radnet_h5(DATA)
     configurations = [data.positions[k % len(data.positions)] for k in range(args.repeats)]

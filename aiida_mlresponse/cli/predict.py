@@ -35,7 +35,7 @@ def read_structures(path: pathlib.Path, metadata: dict):
     cell = np.asarray(metadata['cell_bohr'])
     numbers = np.asarray(metadata['atomic_numbers'])
     if path.suffix in ('.h5', '.hdf5'):
-        from aiida_mlresponse.ml.datasets import load_radnet_h5
+        from aiida_mlresponse.ml.radnet.hdf5 import load_radnet_h5
 
         data = load_radnet_h5(path)
         frames = [(data.cell, data.numbers, p) for p in data.positions]
@@ -59,9 +59,10 @@ def read_structures(path: pathlib.Path, metadata: dict):
 @click.option('--born-charges', is_flag=True, help='Also Z* by autograd (polarization models).')
 def predict(model, structures, output, born_charges):
     """Predict P or ε∞ (with committee spread) for STRUCTURES with MODEL (file or ModelData pk/uuid)."""
-    from aiida_mlresponse.ml.predict import predict_response
+    from aiida_mlresponse.ml.registry import predictor
 
     committee, payload = load_model(model)
+    predict_response = predictor(payload['kind'])
     positions, cell, numbers = read_structures(structures, payload['metadata'])
     arrays = predict_response(committee, payload['metadata'], positions, cell, numbers, born_charges)
     units = {'polarization': 'e/bohr^2', 'dielectric_tensor': 'dimensionless', 'born_charges': 'e'}

@@ -66,7 +66,7 @@ def dataset_from_radnet_h5(path, indices=None) -> DatasetData:
 
     import numpy as np
 
-    from aiida_mlresponse.ml.datasets import load_radnet_h5
+    from aiida_mlresponse.ml.radnet.hdf5 import load_radnet_h5
     from aiida_mlresponse.physics.units import BOHR_TO_ANGSTROM
 
     data = load_radnet_h5(path)

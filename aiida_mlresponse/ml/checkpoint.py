@@ -3,7 +3,7 @@
 A checkpoint is a plain dict written by `torch.save` and read by `torch.load(weights_only=True)`:
 
     {'format': 'aiida-mlresponse-model', 'version': 2,
-     'kind': str,                      # key of MODEL_BUILDERS, e.g. 'radnet', 'radnet_committee'
+     'kind': str,                      # a kind of `registry.KINDS`: 'radnet', 'radnet_committee', 'pcamlp'
      'hyperparameters': dict,          # JSON-able: everything the builder needs to construct the module
      'packed_state': {'names': [str], 'shapes': [[int]], 'dtypes': [str],
                       'blobs': {dtype: tensor}},  # parameters and buffers, one flat tensor per dtype
@@ -14,46 +14,24 @@ The state is packed because the weights-only unpickler costs ~0.1 ms per tensor 
 packed, reading two GaAs committees takes a few ms instead of ~8 (benchmarks/radnet_speed.py). `read` returns
 the state unpacked as ``'state_dict'`` ({name: tensor}), and reads version-1 files, which stored that dict.
 
-Loading: ``MODEL_BUILDERS[kind](hyperparameters)`` constructs the module, then ``load_state_dict``.
-A new family registers itself with ``register_kind('pcamlp', builder)`` (builder: hyperparameters ->
+Loading: ``registry.builder(kind)(hyperparameters)`` constructs the module, then ``load_state_dict``.
+A new family registers itself with ``registry.register_kind(kind, builder)`` (builder: hyperparameters ->
 nn.Module whose ``state_dict`` matches what was saved). Only tensors, numbers, strings, lists, dicts,
 None and booleans go in the file, so nothing is unpickled but data.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import pathlib
-from typing import Callable
 
 import torch
 
+from .registry import builder
+
 FORMAT = 'aiida-mlresponse-model'
 VERSION = 2
-
-#: kind -> 'module:function' building the module from its hyperparameters (imported lazily).
-MODEL_BUILDERS: dict[str, str | Callable] = {
-    'radnet': 'aiida_mlresponse.ml.radnet:build',
-    'radnet_committee': 'aiida_mlresponse.ml.committee:build',
-    'pcamlp': 'aiida_mlresponse.ml.pcamlp:build',
-}
-
-
-def register_kind(kind: str, builder: str | Callable) -> None:
-    """Register a model family: `builder` is a callable or a 'module:function' path."""
-    MODEL_BUILDERS[kind] = builder
-
-
-def _builder(kind: str) -> Callable:
-    if kind not in MODEL_BUILDERS:
-        raise KeyError(f'unknown model kind {kind!r}: registered kinds are {sorted(MODEL_BUILDERS)}')
-    builder = MODEL_BUILDERS[kind]
-    if isinstance(builder, str):
-        module, name = builder.split(':')
-        builder = getattr(importlib.import_module(module), name)
-    return builder
 
 
 def _check_json(value, what: str):
@@ -68,7 +46,7 @@ def save(path, model: torch.nn.Module, kind: str | None = None, hyperparameters:
     """Write `model` to `path`; kind and hyperparameters default to the model's attributes of those names."""
     kind = kind or getattr(model, 'kind')
     hyperparameters = hyperparameters if hyperparameters is not None else getattr(model, 'hyperparameters')
-    _builder(kind)  # fail now, not at load time, for an unregistered kind
+    builder(kind)  # fail now, not at load time, for an unregistered kind
     _check_json(hyperparameters, 'hyperparameters')
     _check_json(metadata or {}, 'metadata')
     state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
@@ -121,7 +99,7 @@ def read(path) -> dict:
 def load(path):
     """(model in eval mode, checkpoint dict) from a file written by `save`."""
     payload = read(path)
-    model = _builder(payload['kind'])(payload['hyperparameters'])
+    model = builder(payload['kind'])(payload['hyperparameters'])
     model.load_state_dict(payload['state_dict'])
     model.eval()
     return model, payload

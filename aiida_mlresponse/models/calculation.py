@@ -1,15 +1,20 @@
-"""`TrainingCalculation`: run the package's own training entry point on any computer, as a CalcJob.
+"""`TrainingCalculation` and `TrainingParser`: run the package's own training entry point on any computer, as a CalcJob.
 
 The code is a Python interpreter that has `aiida-mlresponse` installed (`aiida-mlresponse setup`
 creates `mlresponse-python@localhost`; on a cluster, point an InstalledCode at the Python of a GPU
-node's environment). The dataset travels as an `.npz` file, the model comes back as a checkpoint
-file (ml/checkpoint.py format) stored in a `ModelData` node, with the training curves beside it.
+node's environment). The dataset travels as its schema-checked `.npz` file (`DatasetData.export_npz`), the
+model comes back as a checkpoint file (ml/checkpoint.py format) stored in a `ModelData` node, with the
+training curves beside it. The model kinds it accepts, and the dataset each needs, are `ml.registry`'s.
+
+Exit codes follow the package's table (`abinit/exit_codes.py`: 3xx files and parsing, 4xx run failures),
+in the numbers that table leaves to other CalcJobs.
 """
 
 from __future__ import annotations
 
-import io
 import json
+import pathlib
+import tempfile
 
 import numpy as np
 from aiida import orm
@@ -19,7 +24,7 @@ from aiida.parsers import Parser
 
 from aiida_mlresponse.data.dataset import DatasetData
 from aiida_mlresponse.data.model import ModelData
-from aiida_mlresponse.ml.train_entry import TRAINERS, check_hyperparameters
+from aiida_mlresponse.ml.registry import check_training
 
 CONFIG_FILE = 'config.json'
 DATASET_FILE = 'dataset.npz'
@@ -28,8 +33,11 @@ LOG_FILE = 'training.log'
 
 
 def validate_kind(value, _):
-    if value is not None and value.value not in TRAINERS:
-        return f'unknown model kind `{value.value}`; known kinds: {", ".join(sorted(TRAINERS))}.'
+    if value is not None:
+        try:
+            check_training(value.value)
+        except ValueError as exc:
+            return str(exc)
 
 
 def validate_inputs(inputs, _):
@@ -39,7 +47,7 @@ def validate_inputs(inputs, _):
         return None
     hyperparameters = inputs['hyperparameters'].get_dict() if 'hyperparameters' in inputs else {}
     try:
-        check_hyperparameters(kind.value, dataset.kind, dataset.get_arraynames(), hyperparameters)
+        check_training(kind.value, dataset.kind, dataset.get_arraynames(), hyperparameters)
     except ValueError as exc:
         return str(exc)
 
@@ -51,7 +59,7 @@ class TrainingCalculation(CalcJob):
     def define(cls, spec):
         super().define(spec)
         spec.input('dataset', valid_type=DatasetData, help='The labelled configurations to train on.')
-        spec.input('model_kind', valid_type=orm.Str, validator=validate_kind, help='Model family: radnet or pcamlp.')
+        spec.input('model_kind', valid_type=orm.Str, validator=validate_kind, help='Model family (`ml.registry`): radnet or pcamlp.')
         spec.input('hyperparameters', valid_type=orm.Dict, required=False,
                    help='Overrides of the family defaults (committee size, epochs, target, ...).')
         spec.inputs.validator = validate_inputs
@@ -61,20 +69,17 @@ class TrainingCalculation(CalcJob):
         spec.output('model', valid_type=ModelData, help='The trained committee (weights-only checkpoint).')
         spec.output('training_curves', valid_type=orm.ArrayData, help='Per-epoch training/validation loss of each member.')
         spec.output('output_parameters', valid_type=orm.Dict, help='Best validation losses, epochs, wall time.')
-        spec.exit_code(300, 'ERROR_NO_MODEL_FILE', message='The training produced no model file; see {log}.')
-        spec.exit_code(301, 'ERROR_TRAINING_FAILED', message='The training stopped with an error: {error}')
-        spec.exit_code(302, 'ERROR_INVALID_MODEL_FILE', message='The model file cannot be read: {error}')
+        spec.exit_code(350, 'ERROR_NO_MODEL_FILE', message='The training produced no model file; see {log}.')
+        spec.exit_code(351, 'ERROR_INVALID_MODEL_FILE', message='The model file cannot be read: {error}')
+        spec.exit_code(480, 'ERROR_TRAINING_FAILED', message='The training stopped with an error: {error}')
 
     def prepare_for_submission(self, folder):
-        dataset = self.inputs.dataset
-        with folder.open(DATASET_FILE, 'wb') as handle:
-            buffer = io.BytesIO()
-            np.savez(buffer, **{name: dataset.get_array(name) for name in dataset.get_arraynames()})
-            handle.write(buffer.getvalue())
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self.inputs.dataset.export_npz(pathlib.Path(tmp) / DATASET_FILE)
+            folder.insert_path(str(path), DATASET_FILE)
         config = {
             'kind': self.inputs.model_kind.value,
             'hyperparameters': self.inputs.hyperparameters.get_dict() if 'hyperparameters' in self.inputs else {},
-            'dataset_attributes': {k: v for k, v in dataset.base.attributes.all.items() if not k.startswith('array|')},
         }
         with folder.open(CONFIG_FILE, 'w') as handle:
             json.dump(config, handle, indent=2)
@@ -102,10 +107,7 @@ class TrainingParser(Parser):
             return self.exit_codes.ERROR_TRAINING_FAILED.format(error=log.strip().splitlines()[-1])
         if MODEL_FILE not in names:
             return self.exit_codes.ERROR_NO_MODEL_FILE.format(log=LOG_FILE)
-        import tempfile
-        import pathlib
-
-        from aiida_mlresponse.ml import checkpoint
+        from aiida_mlresponse.ml import checkpoint  # torch, only when a result is parsed
 
         with tempfile.TemporaryDirectory() as tmp:
             path = pathlib.Path(tmp) / MODEL_FILE

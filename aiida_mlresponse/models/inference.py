@@ -8,7 +8,7 @@ from ase.data import atomic_numbers
 from aiida.engine import calcfunction
 
 from aiida_mlresponse.data import structure_to_arrays
-from aiida_mlresponse.ml.predict import predict_response
+from aiida_mlresponse.ml.registry import predictor
 from aiida_mlresponse.physics.units import ANGSTROM_TO_BOHR
 
 UNITS = {
@@ -34,12 +34,14 @@ def structures_to_batch(structures, metadata: dict):
 
 @calcfunction
 def predict_with_model(model, with_born_charges, **structures):
-    """Committee predictions (mean, spread, optionally Z*) for `structures`, in their key order (the fast path
-    of `predict_response`: batched values, Z* per structure without autograd, small cells on one torch thread)."""
+    """Committee predictions (mean, spread, optionally Z*) for `structures`, in their key order, by the predictor
+    of the model's kind (`ml.registry`; for a radnet committee `radnet.predict.predict_response`: batched values,
+    Z* per structure without autograd, small cells on one torch thread)."""
+    predict = predictor(model.kind)
     committee, payload = model.load()
     keys = sorted(structures)
     positions, cell, numbers = structures_to_batch([structures[k] for k in keys], payload['metadata'])
-    arrays = predict_response(committee, payload['metadata'], positions, cell, numbers, with_born_charges.value)
+    arrays = predict(committee, payload['metadata'], positions, cell, numbers, with_born_charges.value)
     result = orm.ArrayData()
     for name, value in arrays.items():
         result.set_array(name, np.asarray(value))

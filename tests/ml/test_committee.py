@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from aiida_mlresponse.ml.committee import Committee, resample, train_committee
-from aiida_mlresponse.ml.training import TrainingConfig
+from aiida_mlresponse.ml.radnet.committee import Committee
+from aiida_mlresponse.ml.radnet.fit import resample, train_committee
+from aiida_mlresponse.ml.radnet.training_loop import TrainingConfig
 
 
 def test_bootstrap_and_split_resampling():
@@ -69,7 +70,7 @@ pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def test_fit_hyperparameters_are_completed_and_checked():
-    from aiida_mlresponse.ml.committee import DEFAULT_FIT_HYPERPARAMETERS, complete_fit_hyperparameters
+    from aiida_mlresponse.ml.radnet.fit import DEFAULT_FIT_HYPERPARAMETERS, complete_fit_hyperparameters
 
     hp = complete_fit_hyperparameters({'n_members': 2, 'training': {'epochs': 7}, 'member': {'preset': 'light'}})
     assert hp['n_members'] == 2 and hp['training']['epochs'] == 7 and hp['member']['preset'] == 'light'
@@ -87,7 +88,7 @@ def test_fit_hyperparameters_are_completed_and_checked():
 
 
 def test_dielectric_targets_use_the_voigt_order_of_the_datasets():
-    from aiida_mlresponse.ml.committee import dielectric_targets
+    from aiida_mlresponse.ml.radnet.fit import dielectric_targets
 
     tensors = np.array([[[1.0, 6.0, 5.0], [6.0, 2.0, 4.0], [5.0, 4.0, 3.0]]])
     np.testing.assert_array_equal(dielectric_targets(tensors), [[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]])  # xx yy zz yz xz xy
@@ -97,8 +98,8 @@ def test_dielectric_targets_use_the_voigt_order_of_the_datasets():
 
 def test_shrink_weight_is_the_clipped_least_squares_weight():
     """w = clip(<r, c> / <c, c>, 0, 1) per component over the given configurations."""
-    from aiida_mlresponse.ml.committee import shrink_correction
-    from aiida_mlresponse.ml.radnet import RadNet
+    from aiida_mlresponse.ml.radnet.fit import shrink_correction
+    from aiida_mlresponse.ml.radnet.network import RadNet
 
     torch.manual_seed(0)
     model = RadNet(preset='tiny', n_outputs=3, dtype='float64')
@@ -118,7 +119,7 @@ def test_shrink_weight_is_the_clipped_least_squares_weight():
 
 def test_fit_head_residuals_are_out_of_fold():
     """A polynomial with as many terms as configurations interpolates them; its out-of-fold residuals do not vanish."""
-    from aiida_mlresponse.ml.committee import fit_heads
+    from aiida_mlresponse.ml.radnet.heads import fit_heads
 
     rng = np.random.default_rng(0)
     # 20 configurations, 19 cubic terms + the intercept: the full fit interpolates.
@@ -137,9 +138,9 @@ def test_fit_head_residuals_are_out_of_fold():
 def test_fit_committee_on_real_configurations(tmp_path):
     """fit_committee on 48 GaAs configurations: the recipe is recorded, the checkpoint reloads, targets are checked."""
     from aiida_mlresponse.ml import checkpoint
-    from aiida_mlresponse.ml.baselines import TaylorBaseline
-    from aiida_mlresponse.ml.committee import fit_committee
-    from aiida_mlresponse.ml.datasets import load_radnet_h5
+    from aiida_mlresponse.ml.radnet.taylor import TaylorBaseline
+    from aiida_mlresponse.ml.radnet.fit import fit_committee
+    from aiida_mlresponse.ml.radnet.hdf5 import load_radnet_h5
 
     from ..conftest import RADNET_DATA
 
@@ -196,8 +197,8 @@ def test_fit_committee_on_real_configurations(tmp_path):
 def test_committee_falls_back_to_its_head_where_the_cnn_cannot_help():
     """Labels = a linear function of the displacements + noise: the out-of-fold residual is pure noise, the CNNs
     fit the noise of their training split, and the validation weights take them (mostly) out again."""
-    from aiida_mlresponse.ml.committee import fit_committee
-    from aiida_mlresponse.ml.datasets import load_radnet_h5
+    from aiida_mlresponse.ml.radnet.fit import fit_committee
+    from aiida_mlresponse.ml.radnet.hdf5 import load_radnet_h5
 
     from ..conftest import RADNET_DATA
 
@@ -226,9 +227,11 @@ def test_committee_falls_back_to_its_head_where_the_cnn_cannot_help():
 def test_cube_polynomial_head_beats_the_taylor_polynomials_on_bn_dielectric():
     """200 BN configurations: the held-out selection picks a cube-polynomial head for ε∞, and on 40 unseen
     configurations it beats the linear and the quadratic Taylor polynomials fitted on the same 160."""
-    from aiida_mlresponse.ml.baselines import TaylorBaseline
-    from aiida_mlresponse.ml.committee import DEFAULT_FIT_HYPERPARAMETERS, atom_cubes_from, fit_heads, select_heads
-    from aiida_mlresponse.ml.datasets import load_radnet_h5
+    from aiida_mlresponse.ml.radnet.taylor import TaylorBaseline
+    from aiida_mlresponse.ml.radnet.committee import atom_cubes_from
+    from aiida_mlresponse.ml.radnet.fit import DEFAULT_FIT_HYPERPARAMETERS
+    from aiida_mlresponse.ml.radnet.heads import fit_heads, select_heads
+    from aiida_mlresponse.ml.radnet.hdf5 import load_radnet_h5
 
     from ..conftest import RADNET_DATA
 
@@ -253,7 +256,7 @@ def test_cube_polynomial_head_beats_the_taylor_polynomials_on_bn_dielectric():
 
 
 def test_neighbour_cache_reuses_its_list_within_half_the_skin():
-    from aiida_mlresponse.ml.committee import NeighbourCache, atom_cubes_from, DEFAULT_DENSITY
+    from aiida_mlresponse.ml.radnet.committee import NeighbourCache, atom_cubes_from, DEFAULT_DENSITY
     from aiida_mlresponse.physics.crystals import gaas
     from aiida_mlresponse.physics.units import ANGSTROM_TO_BOHR
 
@@ -274,7 +277,7 @@ def test_neighbour_cache_reuses_its_list_within_half_the_skin():
 
 def _committee_with_central_heads():
     """An untrained float64 committee with Taylor heads (members and central from different fits) on GaAs."""
-    from aiida_mlresponse.ml.baselines import TaylorBaseline
+    from aiida_mlresponse.ml.radnet.taylor import TaylorBaseline
     from aiida_mlresponse.physics.crystals import gaas
     from aiida_mlresponse.physics.units import ANGSTROM_TO_BOHR
 
@@ -359,9 +362,9 @@ def test_train_committee_fits_the_central_heads_on_all_the_data():
     """train_committee: the central Taylor head is the baseline fitted on every configuration; each member's head
     is fitted on its own 80 %, so the members differ and the spread is theirs; the members' mean correction is
     weighted by its least-squares weight on the configurations the members held out."""
-    from aiida_mlresponse.ml.committee import gated_weight, resample
-    from aiida_mlresponse.ml.baselines import TaylorBaseline
-    from aiida_mlresponse.ml.datasets import load_radnet_h5
+    from aiida_mlresponse.ml.radnet.fit import gated_weight, resample
+    from aiida_mlresponse.ml.radnet.taylor import TaylorBaseline
+    from aiida_mlresponse.ml.radnet.hdf5 import load_radnet_h5
 
     from ..conftest import RADNET_DATA
 
@@ -406,7 +409,7 @@ def test_train_committee_fits_the_central_heads_on_all_the_data():
 
 
 def test_gated_weight_keeps_only_clearly_helpful_corrections():
-    from aiida_mlresponse.ml.committee import gated_weight, least_squares_weight
+    from aiida_mlresponse.ml.radnet.fit import gated_weight, least_squares_weight
 
     rng = np.random.default_rng(0)
     signal = rng.standard_normal((300, 1))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from aiida_mlresponse.ml.density import AtomCubes, neighbour_pairs
+from aiida_mlresponse.ml.radnet.density import AtomCubes, neighbour_pairs
 from aiida_mlresponse.physics.crystals import gaas
 from aiida_mlresponse.physics.units import ANGSTROM_TO_BOHR
 
@@ -214,7 +214,7 @@ def _looped_neighbour_pairs(positions, cell, cutoff):
 def test_vectorized_neighbour_pairs_equal_the_looped_ones(block, monkeypatch):
     """Same (i, j, S) in the same order as the per-offset loop: small cells (many images), a skewed cell with
     atoms outside it, and a 128-atom cell (several bins); `block` forces several blocks of centre atoms."""
-    from aiida_mlresponse.ml import density
+    from aiida_mlresponse.ml.radnet import density
 
     if block is not None:
         monkeypatch.setattr(density, '_PAIR_BLOCK', block * 27 * 8)

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from aiida_mlresponse.ml.density import AtomCubes
-from aiida_mlresponse.ml.derivatives import (
-    VOIGT, AtomSumModel, born_charges, chi_derivatives, chi_directional_derivatives, jacobian, symmetric_tensor)
+from aiida_mlresponse.ml.radnet.density import AtomCubes
+from aiida_mlresponse.ml.common import VOIGT_PAIRS, voigt_to_tensor
+from aiida_mlresponse.ml.radnet.derivatives import (
+    AtomSumModel, born_charges, chi_derivatives, chi_directional_derivatives, jacobian)
 from aiida_mlresponse.physics.crystals import gaas
 from aiida_mlresponse.physics.units import ANGSTROM_TO_BOHR
 
@@ -86,7 +87,7 @@ def test_chi_derivatives_against_finite_differences(displaced_gaas):
     dchi = chi_derivatives(dielectric, positions)
     assert dchi.shape == (4, 3, 3, 3)
     numeric = central_differences(dielectric, positions)  # (6, κ, γ)
-    expected = symmetric_tensor(np.moveaxis(numeric, 0, -1)) / (4 * math.pi)
+    expected = voigt_to_tensor(np.moveaxis(numeric, 0, -1)) / (4 * math.pi)
     np.testing.assert_allclose(dchi, expected, rtol=1e-6, atol=1e-9 * np.abs(expected).max())
     np.testing.assert_allclose(dchi, np.swapaxes(dchi, -1, -2))  # χ is symmetric
     np.testing.assert_allclose(dchi.sum(0), 0, atol=1e-12 * np.abs(dchi).max())
@@ -103,15 +104,15 @@ def test_forward_mode_directional_derivatives_equal_the_contracted_jacobian(disp
 
 
 def test_jacobian_of_a_plain_callable_and_voigt_order():
-    """Any torch callable works; VOIGT maps outputs (xx, yy, zz, yz, xz, xy) onto the symmetric tensor."""
+    """Any torch callable works; VOIGT_PAIRS maps outputs (xx, yy, zz, yz, xz, xy) onto the symmetric tensor."""
     def quadratic(p):
         return torch.stack([(p**2).sum(), p[0, 0] * p[1, 1]])
     positions = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     result = jacobian(quadratic, torch.tensor(positions)).numpy()
     np.testing.assert_allclose(result[0], 2 * positions)
     np.testing.assert_allclose(result[1], [[5.0, 0, 0], [0, 1.0, 0]])
-    tensor = symmetric_tensor(np.arange(6.0))
-    assert [tensor[a, b] for a, b in VOIGT] == list(range(6))
+    tensor = voigt_to_tensor(np.arange(6.0))
+    assert [tensor[a, b] for a, b in VOIGT_PAIRS] == list(range(6))
     assert tensor[2, 1] == 3 and tensor[1, 0] == 5
 
 

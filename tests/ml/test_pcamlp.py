@@ -7,8 +7,15 @@ import pytest
 import torch
 
 from aiida_mlresponse.ml import checkpoint
-from aiida_mlresponse.ml import pcamlp as pm
-from aiida_mlresponse.ml.linear_baseline import LinearBaseline
+from aiida_mlresponse.ml.common import standardization
+from aiida_mlresponse.ml.pcamlp import training_loop
+from aiida_mlresponse.ml.pcamlp.fit import FitSettings, fit_pcamlp, stress_slopes
+from aiida_mlresponse.ml.pcamlp.linear import LinearBaseline
+from aiida_mlresponse.ml.pcamlp.metrics import nrmse, position_error
+from aiida_mlresponse.ml.pcamlp.model import DEFAULT_FIELDS, PCAMLPCommittee, default_hyperparameters, save
+from aiida_mlresponse.ml.pcamlp.network import StackedMLP
+from aiida_mlresponse.ml.pcamlp.pca import fit_field_pca, pca_project, pca_reconstruct
+from aiida_mlresponse.ml.pcamlp.synthetic import synthetic_dataset, synthetic_deformations, synthetic_free_energy
 
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -16,40 +23,40 @@ pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 @pytest.fixture(scope='module')
 def data():
-    return pm.synthetic_dataset(120, grid=(4, 6, 6), seed=7)
+    return synthetic_dataset(120, grid=(4, 6, 6), seed=7)
 
 
 def test_pca_round_trip(data):
     fields = data['rho'].reshape(120, -1).astype(np.float64)
     # a basis with as many components as samples reproduces every training field exactly
-    mean, components, ratio = pm.fit_field_pca(fields, 120)
+    mean, components, ratio = fit_field_pca(fields, 120)
     np.testing.assert_allclose(components @ components.T, np.eye(len(components)), atol=1e-10)
-    back = pm.pca_reconstruct(pm.pca_project(fields, mean, components), mean, components)
+    back = pca_reconstruct(pca_project(fields, mean, components), mean, components)
     np.testing.assert_allclose(back, fields, rtol=0, atol=1e-9 * np.abs(fields).max())
     # a truncated basis: projection is idempotent, and the error shrinks as d grows
     errors = []
     for d in (2, 5, 20):
-        mean, components, _ = pm.fit_field_pca(fields, d)
-        once = pm.pca_reconstruct(pm.pca_project(fields, mean, components), mean, components)
-        twice = pm.pca_reconstruct(pm.pca_project(once, mean, components), mean, components)
+        mean, components, _ = fit_field_pca(fields, d)
+        once = pca_reconstruct(pca_project(fields, mean, components), mean, components)
+        twice = pca_reconstruct(pca_project(once, mean, components), mean, components)
         np.testing.assert_allclose(twice, once, atol=1e-10 * np.abs(fields).max())
-        errors.append(pm.nrmse(once, fields).mean())
+        errors.append(nrmse(once, fields).mean())
     assert errors[0] > errors[1] > errors[2]
     # a fraction of explained variance picks d
-    _, components, ratio = pm.fit_field_pca(fields, 0.999)
+    _, components, ratio = fit_field_pca(fields, 0.999)
     assert ratio.sum() >= 0.999 and ratio[:-1].sum() < 0.999
 
 
 def test_nrmse_is_rmse_over_range():
     true = np.array([[0.0, 1.0, 2.0, 3.0]])
     pred = true + np.array([[0.3, -0.3, 0.3, -0.3]])
-    assert pm.nrmse(pred, true)[0] == pytest.approx(0.1)
+    assert nrmse(pred, true)[0] == pytest.approx(0.1)
 
 
 def test_standardization_round_trip():
     rng = np.random.default_rng(0)
     values = rng.normal(loc=[3.0, -1.0, 0.0], scale=[1e-3, 5.0, 0.0], size=(50, 3))
-    mean, std = pm.standardization(values)
+    mean, std = standardization(values)
     z = (values - mean) / std
     np.testing.assert_allclose(z[:, :2].mean(0), 0.0, atol=1e-12)
     np.testing.assert_allclose(z[:, :2].std(0), 1.0, atol=1e-12)
@@ -59,9 +66,8 @@ def test_standardization_round_trip():
 
 def test_committee_standardizes_inputs_and_outputs(data):
     """A committee without quadratic parts whose nets output exactly zero predicts the training mean of every output."""
-    model, _ = pm.fit_pcamlp(data['D'], {'F': data['F'], 'R': data['R']}, {'rho': data['rho']},
-                             {'n_members': 3, 'pca_components': 5, 'quadratic': False}, epochs=1, lbfgs_iterations=0,
-                             field_epochs=1, field_lbfgs_iterations=0)
+    model, _ = fit_pcamlp(data['D'], {'F': data['F'], 'R': data['R']}, {'rho': data['rho']}, {'n_members': 3, 'pca_components': 5, 'quadratic': False},
+        settings=FitSettings(epochs=1, lbfgs_iterations=0, field_epochs=1, field_lbfgs_iterations=0))
     np.testing.assert_allclose(model.input_mean.numpy(), data['D'].mean(0))
     np.testing.assert_allclose(model.input_std.numpy(), data['D'].std(0))
     with torch.no_grad():
@@ -76,9 +82,8 @@ def test_committee_standardizes_inputs_and_outputs(data):
 
 
 def test_committee_spread_of_fields_equals_spread_of_reconstructions(data):
-    model, _ = pm.fit_pcamlp(data['D'], {'F': data['F']}, {'u': data['u']},
-                             {'n_members': 4, 'pca_components': 6}, epochs=2, lbfgs_iterations=0,
-                             field_epochs=2, field_lbfgs_iterations=0)
+    model, _ = fit_pcamlp(data['D'], {'F': data['F']}, {'u': data['u']}, {'n_members': 4, 'pca_components': 6},
+        settings=FitSettings(epochs=2, lbfgs_iterations=0, field_epochs=2, field_lbfgs_iterations=0))
     p = model.predict(data['D'][:5], coefficients=True)
     with torch.no_grad():
         members = model.reconstruct('u', model.coefficient_members('u', data['D'][:5])).numpy()
@@ -94,10 +99,9 @@ def test_committee_spread_of_fields_equals_spread_of_reconstructions(data):
 def test_tiny_training_reduces_the_loss_and_round_trips_through_a_checkpoint(data, tmp_path):
     train, test = slice(0, 100), slice(100, 120)
     scalars = {name: data[name][train] for name in ('F', 'U', 'minus_TS', 'R')}
-    fields = {name: data[name][train] for name in pm.DEFAULT_FIELDS}
-    model, history = pm.fit_pcamlp(
-        data['D'][train], scalars, fields, {'n_members': 2, 'pca_components': 6, 'field_hidden': [32, 32]},
-        epochs=40, lbfgs_iterations=300, field_epochs=20, field_lbfgs_iterations=50, batch_size=32, eval_every=5)
+    fields = {name: data[name][train] for name in DEFAULT_FIELDS}
+    model, history = fit_pcamlp(data['D'][train], scalars, fields, {'n_members': 2, 'pca_components': 6, 'field_hidden': [32, 32]},
+        settings=FitSettings(epochs=40, lbfgs_iterations=300, field_epochs=20, field_lbfgs_iterations=50, batch_size=32, eval_every=5))
     for stage in ('scalars', 'fields'):
         curve = history[stage]
         assert curve['epoch'][0] == 0  # validation loss of the untrained members
@@ -115,9 +119,9 @@ def test_tiny_training_reduces_the_loss_and_round_trips_through_a_checkpoint(dat
             net.biases[-1].zero_()
     q = quadratic_only.predict(data['D'][test])
     assert f_mae < 0.8 * np.abs(q['F'][:, 0] - data['F'][test]).mean()
-    assert pm.nrmse(p['rho'], data['rho'][test]).mean() < pm.nrmse(q['rho'], data['rho'][test]).mean()
-    assert pm.nrmse(p['rho'], data['rho'][test]).mean() < 0.05
-    path = pm.save(tmp_path / 'model.pt', model, metadata={'targets': list(scalars)}, history=history)
+    assert nrmse(p['rho'], data['rho'][test]).mean() < nrmse(q['rho'], data['rho'][test]).mean()
+    assert nrmse(p['rho'], data['rho'][test]).mean() < 0.05
+    path = save(tmp_path / 'model.pt', model, metadata={'targets': list(scalars)}, history=history)
     loaded, payload = checkpoint.load(path)
     assert payload['kind'] == 'pcamlp' and 'scalars' in payload['curves']
     again = loaded.predict(data['D'][test])
@@ -127,7 +131,7 @@ def test_tiny_training_reduces_the_loss_and_round_trips_through_a_checkpoint(dat
 
 def test_linear_baseline_is_exact_for_affine_data():
     rng = np.random.default_rng(2)
-    d = pm.sample_deformations(40, seed=1)
+    d = synthetic_deformations(40, seed=1)
     a = rng.normal(size=(6, 2))
     scalars = {'F': d @ a[:, 0] + 1.0, 'R': d @ a}
     basis = rng.normal(size=(6, 30))
@@ -142,8 +146,8 @@ def test_linear_baseline_is_exact_for_affine_data():
 
 def test_position_error_uses_the_deformed_cell():
     cells = np.array([np.diag([2.0, 3.0, 4.0])])
-    assert pm.position_error([[0.01, 0.0, 0.0]], [[0.0, 0.0, 0.0]], cells)[0] == pytest.approx(0.02)
-    assert pm.position_error([[0.0, 0.01, 0.01]], [[0.0, 0.0, 0.0]], cells)[0] == pytest.approx(0.05)
+    assert position_error([[0.01, 0.0, 0.0]], [[0.0, 0.0, 0.0]], cells)[0] == pytest.approx(0.02)
+    assert position_error([[0.0, 0.01, 0.01]], [[0.0, 0.0, 0.0]], cells)[0] == pytest.approx(0.05)
 
 
 @pytest.mark.parametrize('shape', [(60, 200), (80, 12)])
@@ -155,22 +159,22 @@ def test_pca_matches_scikit_learn(shape):
     n, p = shape
     x = (rng.normal(size=(n, 8)) * np.linspace(3, 0.1, 8)) @ rng.normal(size=(8, p))  # 8 decaying directions
     x += 1e-3 * rng.normal(size=(n, p)) + 5.0
-    mean, components, ratio = pm.fit_field_pca(x, 5)
+    mean, components, ratio = fit_field_pca(x, 5)
     reference = PCA(n_components=5, svd_solver='full').fit(x)
     np.testing.assert_allclose(mean, reference.mean_, rtol=1e-12)
     np.testing.assert_allclose(ratio, reference.explained_variance_ratio_, rtol=1e-9)
     # the same directions up to sign: |<v_i, w_i>| = 1
     np.testing.assert_allclose(np.abs(np.sum(components * reference.components_, axis=1)), 1.0, atol=1e-9)
-    d = pm.fit_field_pca(x, 0.99)[1].shape[0]
+    d = fit_field_pca(x, 0.99)[1].shape[0]
     assert d == PCA(n_components=0.99, svd_solver='full').fit(x).n_components_
 
 
 def _committee(k=3, heads=None, dims=None, grid=(2, 3, 4), hidden=(7, 5), seed=0):
     heads = heads or {'F': 1, 'U': 1, 'R': 3}
     dims = dims or {'rho': 4, 'u': 6}
-    hyper = pm.default_hyperparameters(n_members=k, heads=heads, fields=list(dims), pca_dims=dims,
+    hyper = default_hyperparameters(n_members=k, heads=heads, fields=list(dims), pca_dims=dims,
                                        field_shape=list(grid), field_hidden=list(hidden), scalar_hidden=[6, 8, 5])
-    model = pm.PCAMLPCommittee(hyper, seed=seed)
+    model = PCAMLPCommittee(hyper, seed=seed)
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():  # every buffer random, so a wrong index or a missed scaling shows
         for name, buffer in model.named_buffers():
@@ -207,7 +211,7 @@ def _quadratic_by_hand(x):
 def test_fused_evaluation_equals_member_by_member_evaluation():
     k = 3
     model = _committee(k)
-    d = torch.as_tensor(pm.sample_deformations(11, seed=4), dtype=torch.float32)
+    d = torch.as_tensor(synthetic_deformations(11, seed=4), dtype=torch.float32)
     x = (d - model.input_mean) / model.input_std
     p = model.predict(d, coefficients=True)
     chunked = model.predict(d, coefficients=True, chunk_size=4)
@@ -233,9 +237,8 @@ def test_fused_evaluation_equals_member_by_member_evaluation():
 
 def test_padded_outputs_stay_zero_through_training(data):
     """Heads of 1 and 3 outputs and fields of different d share one stacked net: padding gets no signal."""
-    model, _ = pm.fit_pcamlp(data['D'], {'F': data['F'], 'R': data['R']}, {'rho': data['rho'], 'u': data['u']},
-                             {'n_members': 2, 'pca_components': 0.999, 'field_hidden': [8, 8]},
-                             epochs=3, lbfgs_iterations=10, field_epochs=3, field_lbfgs_iterations=10)
+    model, _ = fit_pcamlp(data['D'], {'F': data['F'], 'R': data['R']}, {'rho': data['rho'], 'u': data['u']}, {'n_members': 2, 'pca_components': 0.999, 'field_hidden': [8, 8]},
+        settings=FitSettings(epochs=3, lbfgs_iterations=10, field_epochs=3, field_lbfgs_iterations=10))
     assert model.field_dims[0] != model.field_dims[1]
     for net, group in ((model.scalar_net, 'scalars'), (model.field_net, 'fields')):
         padded = (1 - model.output_mask(group)).repeat_interleave(2, 0).bool()
@@ -248,7 +251,7 @@ def test_output_layer_refit_is_the_ridge_minimizer(data):
     x = torch.as_tensor((data['D'] - data['D'].mean(0)) / data['D'].std(0), dtype=torch.float32)
     y = torch.as_tensor(np.stack([data['F'], data['U']]) - np.stack([data['F'], data['U']]).mean(1, keepdims=True),
                         dtype=torch.float32)[..., None] * 100
-    net = pm.StackedMLP(4, [6, 9, 7, 1], torch.Generator().manual_seed(0))
+    net = StackedMLP(4, [6, 9, 7, 1], torch.Generator().manual_seed(0))
     rng = np.random.default_rng(0)
     index = torch.as_tensor(np.stack([rng.integers(0, 120, 120) for _ in range(2)]), dtype=torch.long).repeat(2, 1)
     y_members = y.repeat_interleave(2, 0)
@@ -260,7 +263,7 @@ def test_output_layer_refit_is_the_ridge_minimizer(data):
         return (err.mean(dim=(1, 2)) + l2 * net.l2()).sum()
 
     before = loss().item()
-    pm._refit_output_layer(net, x, y_members, mask, index, l2)
+    training_loop._refit_output_layer(net, x, y_members, mask, index, l2)
     after = loss()
     after.backward()
     assert after.item() < before
@@ -270,7 +273,7 @@ def test_output_layer_refit_is_the_ridge_minimizer(data):
 
 
 def test_hidden_jacobian_matches_autograd():
-    net = pm.StackedMLP(3, [6, 9, 7, 1], torch.Generator().manual_seed(3))
+    net = StackedMLP(3, [6, 9, 7, 1], torch.Generator().manual_seed(3))
     x = torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(4))
     members = slice(1, 3)
     hidden, jacobian = net.hidden_and_jacobian(x, members)
@@ -283,10 +286,11 @@ def test_hidden_jacobian_matches_autograd():
 
 def test_stress_slopes_map_the_energy_gradient_to_abinit_stress(data):
     """σ = Σ_j ∂y/∂x_j J_j (scaled) holds for the exact synthetic F: the slope targets are consistent."""
-    model, _ = pm.fit_pcamlp(data['D'], {'F': data['F']}, None, {'n_members': 1}, epochs=0, lbfgs_iterations=0)
-    slopes = pm.stress_slopes(model, data['D'], data['stress'], 1.0)
+    model, _ = fit_pcamlp(data['D'], {'F': data['F']}, None, {'n_members': 1},
+        settings=FitSettings(epochs=0, lbfgs_iterations=0))
+    slopes = stress_slopes(model, data['D'], data['stress'], 1.0)
     d = torch.as_tensor(data['D']).requires_grad_(True)
-    (dfdd,) = torch.autograd.grad(pm.synthetic_free_energy(d).sum(), d)
+    (dfdd,) = torch.autograd.grad(synthetic_free_energy(d).sum(), d)
     dydx = dfdd * model.input_std.double() / model.scalar_std[0, 0].double()  # standardized gradient
     predicted = slopes.predict(dydx[None].float(), torch.arange(len(d))[None])[0]
     np.testing.assert_allclose(predicted, slopes.targets, rtol=1e-4, atol=1e-5)
@@ -294,11 +298,12 @@ def test_stress_slopes_map_the_energy_gradient_to_abinit_stress(data):
 
 def test_output_layer_refit_with_stress_rows_is_the_minimizer(data):
     """With slopes the refit still zeroes the gradient of the whole loss (values + stress) in the output layer."""
-    model, _ = pm.fit_pcamlp(data['D'], {'F': data['F']}, None, {'n_members': 2}, epochs=0, lbfgs_iterations=0)
-    slopes = pm.stress_slopes(model, data['D'], data['stress'], 0.7)
+    model, _ = fit_pcamlp(data['D'], {'F': data['F']}, None, {'n_members': 2},
+        settings=FitSettings(epochs=0, lbfgs_iterations=0))
+    slopes = stress_slopes(model, data['D'], data['stress'], 0.7)
     x = model._inputs(data['D']).float()
     y = torch.as_tensor((data['F'] - data['F'].mean()) / data['F'].std(), dtype=torch.float32)[None, :, None].repeat(2, 1, 1)
-    net = pm.StackedMLP(2, [6, 9, 7, 1], torch.Generator().manual_seed(0))
+    net = StackedMLP(2, [6, 9, 7, 1], torch.Generator().manual_seed(0))
     rng = np.random.default_rng(0)
     index = torch.as_tensor(np.stack([rng.integers(0, 120, 120) for _ in range(2)]), dtype=torch.long)
     l2 = 1e-3
@@ -308,7 +313,7 @@ def test_output_layer_refit_with_stress_rows_is_the_minimizer(data):
         return (err.mean(dim=(1, 2)) + l2 * net.l2() + slopes.loss(net, slice(0, 2), x, index)).sum()
 
     before = loss().item()
-    pm._refit_output_layer(net, x, y, torch.ones(2, 1, 1), index, l2, slopes=slopes, k=2)
+    training_loop._refit_output_layer(net, x, y, torch.ones(2, 1, 1), index, l2, slopes=slopes, k=2)
     after = loss()
     after.backward()
     assert after.item() < before
@@ -324,9 +329,8 @@ def test_training_on_stress_gives_consistent_energy_and_stress(data):
     train, test = slice(0, 60), slice(60, 120)
     errors = {}
     for weight in (0.0, 1.0):
-        model, history = pm.fit_pcamlp(data['D'][train], {'F': data['F'][train]}, None, {'n_members': 2},
-                                       stress=data['stress'][train], stress_weight=weight,
-                                       epochs=30, lbfgs_iterations=200, batch_size=32, eval_every=5)
+        model, history = fit_pcamlp(data['D'][train], {'F': data['F'][train]}, None, {'n_members': 2}, stress=data['stress'][train],
+        settings=FitSettings(stress_weight=weight, epochs=30, lbfgs_iterations=200, batch_size=32, eval_every=5))
         model = model.double()
         f_mae = np.abs(model.predict(data['D'][test], fields=False)['F'][:, 0] - data['F'][test]).mean()
         sigma = cauchy_stress(model.free_energy, data['D'][test])
@@ -352,8 +356,8 @@ def test_quadratic_part_is_exact_for_a_quadratic_energy_and_its_stress(data):
 
     f = energy(torch.as_tensor(data['D'])).numpy()
     stress = cauchy_stress(energy, data['D'])
-    model, _ = pm.fit_pcamlp(data['D'], {'F': f}, None, {'n_members': 2}, stress=stress, stress_weight=1.0,
-                             epochs=0, lbfgs_iterations=0, refit_output=False)
+    model, _ = fit_pcamlp(data['D'], {'F': f}, None, {'n_members': 2}, stress=stress,
+        settings=FitSettings(stress_weight=1.0, epochs=0, lbfgs_iterations=0, refit_output=False))
     with torch.no_grad():
         model.scalar_net.weights[-1].zero_()
         model.scalar_net.biases[-1].zero_()

@@ -8,8 +8,8 @@ from click.testing import CliRunner
 
 from aiida_mlresponse.cli import cli
 from aiida_mlresponse.ml import checkpoint
-from aiida_mlresponse.ml.committee import fit_committee
-from aiida_mlresponse.ml.datasets import load_radnet_h5
+from aiida_mlresponse.ml.radnet.fit import fit_committee
+from aiida_mlresponse.ml.radnet.hdf5 import load_radnet_h5
 from aiida_mlresponse.physics.units import BOHR_TO_ANGSTROM
 
 from ..conftest import RADNET_DATA
@@ -46,7 +46,7 @@ def test_predict_ase_file_with_born_charges(gaas_model, tmp_path):
     np.testing.assert_allclose(zstar.sum(axis=1), 0.0, atol=1e-10)  # acoustic sum rule
     assert out['units']['born_charges'] == 'e'
     # The same as the autograd reference path, to the float32 precision of the networks.
-    from aiida_mlresponse.ml.predict import reference_response
+    from aiida_mlresponse.ml.radnet.predict import reference_response
 
     committee, payload = checkpoint.load(path)
     reference = reference_response(committee, payload['metadata'], data.positions[100:103], data.cell, data.numbers,
@@ -76,8 +76,8 @@ def _committee(n_outputs, seed, central=False):
     with `central`, central heads of their own (another fit), so the mean is not the members' mean."""
     import torch
 
-    from aiida_mlresponse.ml.baselines import TaylorBaseline
-    from aiida_mlresponse.ml.committee import Committee
+    from aiida_mlresponse.ml.radnet.taylor import TaylorBaseline
+    from aiida_mlresponse.ml.radnet.committee import Committee
     from aiida_mlresponse.physics.crystals import gaas
     from aiida_mlresponse.physics.units import ANGSTROM_TO_BOHR
 
@@ -104,9 +104,9 @@ def _committee(n_outputs, seed, central=False):
 def test_predict_structure_agrees_with_predict_response_and_chi_derivatives(central):
     """One shared density and graph for P and ε∞ gives what the per-model functions give (autograd through
     the committee's position function), with and without central heads."""
-    from aiida_mlresponse.ml.committee import NeighbourCache
-    from aiida_mlresponse.ml.derivatives import chi_derivatives
-    from aiida_mlresponse.ml.predict import predict_response, predict_structure, reference_response
+    from aiida_mlresponse.ml.radnet.committee import NeighbourCache
+    from aiida_mlresponse.ml.radnet.derivatives import chi_derivatives
+    from aiida_mlresponse.ml.radnet.predict import predict_response, predict_structure, reference_response
 
     p_committee, cell, samples = _committee(3, 0, central)
     e_committee, _, _ = _committee(6, 1, central)
@@ -137,7 +137,7 @@ def test_predict_structure_agrees_with_predict_response_and_chi_derivatives(cent
 @pytest.mark.parametrize('central', [False, True])
 def test_forward_and_reverse_mode_derivatives_agree(central):
     """predict_structure's two written-out modes give the same Z* and ∂χ/∂τ (float64 members)."""
-    from aiida_mlresponse.ml.predict import predict_structure
+    from aiida_mlresponse.ml.radnet.predict import predict_structure
 
     p_committee, cell, samples = _committee(3, 2, central)
     e_committee, _, _ = _committee(6, 3, central)
@@ -165,10 +165,10 @@ def test_cube_polynomial_committee_derivatives_in_both_modes_equal_autograd():
     autograd through the committee's position function."""
     import torch
 
-    from aiida_mlresponse.ml.baselines import TaylorBaseline
-    from aiida_mlresponse.ml.committee import Committee
-    from aiida_mlresponse.ml.derivatives import jacobian
-    from aiida_mlresponse.ml.predict import predict_structure
+    from aiida_mlresponse.ml.radnet.taylor import TaylorBaseline
+    from aiida_mlresponse.ml.radnet.committee import Committee
+    from aiida_mlresponse.ml.radnet.derivatives import jacobian
+    from aiida_mlresponse.ml.radnet.predict import predict_structure
 
     rng = np.random.default_rng(7)
     cell = np.diag([6.0, 6.5, 7.0]) + 0.2 * rng.standard_normal((3, 3))

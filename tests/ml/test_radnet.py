@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from aiida_mlresponse.ml.baselines import TaylorBaseline
-from aiida_mlresponse.ml.radnet import (LAYER_PRESETS, RadNet, complete_hyperparameters, count_flops_per_atom,
-                                        standardize)
+from aiida_mlresponse.ml.common import standardization
+from aiida_mlresponse.ml.radnet.network import LAYER_PRESETS, RadNet, complete_hyperparameters, count_flops_per_atom
+from aiida_mlresponse.ml.radnet.taylor import TaylorBaseline
 
 
 def _random_cubes(batch, atoms, n=9, seed=0):
@@ -45,7 +45,7 @@ def test_prediction_is_a_sum_of_atom_contributions():
 
 def test_output_normalization_round_trip():
     targets = np.random.default_rng(0).normal([0.01, -2.0, 5.0], [1e-6, 0.3, 2.0], size=(50, 3))
-    mean, std = standardize(targets)
+    mean, std = standardization(targets)
     normalized = (targets - mean) / std
     np.testing.assert_allclose(normalized.mean(0), 0, atol=1e-12)
     np.testing.assert_allclose(normalized.std(0), 1, atol=1e-12)
@@ -76,8 +76,8 @@ def test_zero_output_starts_from_the_taylor_head():
 
 def test_committee_position_function_autograd_matches_finite_differences():
     """Z*-style derivative of a member with a Taylor head, through the density, against central differences."""
-    from aiida_mlresponse.ml.committee import Committee
-    from aiida_mlresponse.ml.derivatives import jacobian
+    from aiida_mlresponse.ml.radnet.committee import Committee
+    from aiida_mlresponse.ml.radnet.derivatives import jacobian
     from aiida_mlresponse.physics.crystals import gaas
     from aiida_mlresponse.physics.units import ANGSTROM_TO_BOHR
 
@@ -110,7 +110,7 @@ def test_committee_position_function_autograd_matches_finite_differences():
 
 def test_taylor_head_is_the_baseline_polynomial_values_and_gradients():
     """The head evaluates its buffers in torch; it must be the fitted TaylorBaseline, derivatives included."""
-    from aiida_mlresponse.ml.radnet import TaylorHead
+    from aiida_mlresponse.ml.radnet.heads import TaylorHead
 
     rng = np.random.default_rng(3)
     cell = 8.0 * np.eye(3)
@@ -150,7 +150,7 @@ def test_cube_jacobian_written_out_matches_autograd(preset):
 
 def test_stacked_taylor_gradient_written_out_equals_autograd():
     """TaylorHead.stacked_with_gradient (forward mode through the monomials) against autograd, three heads."""
-    from aiida_mlresponse.ml.radnet import TaylorHead
+    from aiida_mlresponse.ml.radnet.heads import TaylorHead
 
     rng = np.random.default_rng(4)
     cell = 8.0 * np.eye(3) + 0.3 * rng.standard_normal((3, 3))
@@ -188,7 +188,7 @@ def test_network_forward_mode_written_out_matches_autograd(preset):
 @pytest.mark.parametrize('preset', ['tiny', 'light'])
 def test_stacked_members_forward_mode_equals_each_member(preset):
     """radnet.stacked_correction_and_jvp (members stacked) gives each member's weighted_correction_and_jvp."""
-    from aiida_mlresponse.ml.radnet import stacked_correction_and_jvp
+    from aiida_mlresponse.ml.radnet.network import stacked_correction_and_jvp
 
     torch.manual_seed(2)
     members = [RadNet(preset=preset, n_outputs=3, dtype='float64') for _ in range(3)]

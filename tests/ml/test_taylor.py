@@ -3,8 +3,9 @@
 import numpy as np
 import torch
 
-from aiida_mlresponse.ml.baselines import TaylorBaseline, count_terms, monomial_indices, select_degree
-from aiida_mlresponse.ml.datasets import load_radnet_h5, tensor_to_voigt, voigt_to_tensor
+from aiida_mlresponse.ml.radnet.taylor import TaylorBaseline, count_terms, monomial_indices, select_degree
+from aiida_mlresponse.ml.common import tensor_to_voigt, voigt_to_tensor
+from aiida_mlresponse.ml.radnet.hdf5 import load_radnet_h5
 
 from ..conftest import RADNET_DATA
 

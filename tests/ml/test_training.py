@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from aiida_mlresponse.ml import checkpoint
-from aiida_mlresponse.ml.training import TrainingConfig, train
+from aiida_mlresponse.ml import checkpoint, registry
+from aiida_mlresponse.ml.radnet.training_loop import TrainingConfig, train
 
 from ..conftest import RADNET_DATA
 
@@ -57,7 +57,7 @@ def test_epoch_zero_counts_so_a_good_start_is_never_lost():
 
 
 def test_checkpoint_loads_weights_only_in_a_fresh_process(tmp_path):
-    from aiida_mlresponse.ml.committee import Committee
+    from aiida_mlresponse.ml.radnet.committee import Committee
 
     torch.manual_seed(0)
     committee = Committee({'n_members': 2, 'member': {'preset': 'tiny', 'n_outputs': 3,
@@ -97,20 +97,21 @@ def test_checkpoint_rejects_unknown_kinds_and_foreign_files(tmp_path):
     torch.save({'w': torch.zeros(1)}, tmp_path / 'foreign.pt')
     with pytest.raises(ValueError, match='not an'):
         checkpoint.load(tmp_path / 'foreign.pt')
-    checkpoint.register_kind('scalar_for_test', lambda hyperparameters: _Scalar())
+    registry.register_kind('scalar_for_test', lambda hyperparameters: _Scalar())
     try:
         checkpoint.save(tmp_path / 's.pt', model, kind='scalar_for_test', hyperparameters={'a': 1})
         again, payload = checkpoint.load(tmp_path / 's.pt')
         assert isinstance(again, _Scalar) and payload['hyperparameters'] == {'a': 1}
     finally:
-        checkpoint.MODEL_BUILDERS.pop('scalar_for_test')
+        registry.KINDS.pop('scalar_for_test')
 
 
 @pytest.mark.slow
 def test_tiny_real_training_on_radnet_data_reduces_the_loss(one_torch_thread):
     """Twelve real BN configurations, P residual of a linear Taylor head: the CNN lowers the training loss."""
-    from aiida_mlresponse.ml.committee import atom_cubes_from, DEFAULT_DENSITY, train_committee
-    from aiida_mlresponse.ml.datasets import load_radnet_h5
+    from aiida_mlresponse.ml.radnet.committee import atom_cubes_from, DEFAULT_DENSITY
+    from aiida_mlresponse.ml.radnet.fit import train_committee
+    from aiida_mlresponse.ml.radnet.hdf5 import load_radnet_h5
 
     data = load_radnet_h5(RADNET_DATA / 'GaAs.h5').subset(np.arange(24))
     cubes = atom_cubes_from(DEFAULT_DENSITY).batch(data.positions, data.cell, data.numbers)

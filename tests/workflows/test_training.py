@@ -10,7 +10,7 @@ from aiida import orm
 from aiida.engine import run_get_node
 
 from aiida_mlresponse.data.dataset import DatasetData, dataset_from_radnet_h5
-from aiida_mlresponse.models.training import TrainingCalculation
+from aiida_mlresponse.models.calculation import TrainingCalculation
 
 from ..conftest import RADNET_DATA
 
@@ -50,7 +50,7 @@ def test_training_calcjob_on_real_data_and_model_in_fresh_process(python_code, g
         'import sys, numpy as np\n'
         'from aiida import load_profile, orm\n'
         'load_profile(sys.argv[1])\n'
-        'from aiida_mlresponse.ml.predict import predict_response\n'
+        'from aiida_mlresponse.ml.radnet.predict import predict_response\n'
         'committee, payload = orm.load_node(int(sys.argv[2])).load()\n'
         'ds = orm.load_node(int(sys.argv[3]))\n'
         'from aiida_mlresponse.physics.units import ANGSTROM_TO_BOHR as A\n'
@@ -89,7 +89,7 @@ def test_mismatched_inputs_refused_before_submission(python_code, gaas_dataset):
 @pytest.fixture
 def mg_dataset(aiida_profile):
     """An `mg_strain` dataset with the arrays the labelling work chain writes, from the analytic stand-in."""
-    from aiida_mlresponse.ml.pcamlp import synthetic_dataset
+    from aiida_mlresponse.ml.pcamlp.synthetic import synthetic_dataset
 
     data = synthetic_dataset(60, grid=(4, 6, 6), seed=3)
     arrays = {'deformation': data['D'], 'free_energy': data['F'], 'band_energy': data['U'],

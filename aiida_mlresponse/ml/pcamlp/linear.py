@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .pcamlp import fit_field_pca, pca_project, pca_reconstruct
+from ..common import standardization
+from .pca import fit_field_pca, pca_project, pca_reconstruct
 
 
 class LinearBaseline:
@@ -27,7 +28,7 @@ class LinearBaseline:
     def _design(self, deformations):
         d = np.asarray(deformations, dtype=np.float64)
         if not hasattr(self, 'mean'):
-            self.mean, self.std = d.mean(0), np.where(d.std(0) > 0, d.std(0), 1.0)
+            self.mean, self.std = standardization(d)
         return np.hstack([np.ones((len(d), 1)), (d - self.mean) / self.std])
 
     def predict(self, deformations) -> dict:

@@ -1,7 +1,7 @@
 """Derivatives of atom-decomposed predictions with respect to atomic positions, by automatic differentiation.
 
 A prediction X(τ) = offset + scale · Σ_I f(cube_I(τ)) (``AtomSumModel``) is differentiable through the density
-cubes of ``ml.density``. From it:
+cubes of `density.py`. From it:
 
 - Born effective charges Z*_κ,αβ = Ω ∂P_α/∂τ_κβ (P in e/Bohr², Ω in Bohr³, Z* in e),
 - ∂χ_αβ/∂τ_κγ with χ = (ε∞ - 1)/4π (Bohr⁻¹),
@@ -30,18 +30,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..physics.born import impose_acoustic_sum_rule
-from .datasets import VOIGT_PAIRS
-from .datasets import voigt_to_tensor as symmetric_tensor  # (..., 6) Voigt -> (..., 3, 3)
+from ...physics.born import impose_acoustic_sum_rule
+from ..common import voigt_to_tensor
 from .density import AtomCubes, NeighbourList
 
 __all__ = [
-    'VOIGT', 'AtomSumModel', 'jacobian', 'directional_derivatives', 'born_charges', 'chi_derivatives',
-    'chi_directional_derivatives', 'symmetric_tensor',
+    'AtomSumModel', 'jacobian', 'directional_derivatives', 'born_charges', 'chi_derivatives',
+    'chi_directional_derivatives',
 ]
-
-#: Order of the six independent components of a symmetric 3x3 tensor (ε∞, χ) in model outputs: xx yy zz yz xz xy.
-VOIGT = VOIGT_PAIRS
 
 
 class AtomSumModel:
@@ -167,11 +163,11 @@ def born_charges(polarization, positions, volume: float | None = None, acoustic_
 def chi_derivatives(dielectric, positions, acoustic_sum_rule: bool = True, batched: bool = False) -> np.ndarray:
     """∂χ_αβ/∂τ_κγ as (N, 3, 3, 3) [κ, γ, α, β] in Bohr⁻¹, with χ = (ε∞ - 1)/4π.
 
-    dielectric: AtomSumModel (or callable) giving the six ε∞ components (VOIGT
-    order xx, yy, zz, yz, xz, xy) from positions (N, 3) in Bohr.
+    dielectric: AtomSumModel (or callable) giving the six ε∞ components (Voigt
+    order xx, yy, zz, yz, xz, xy, `ml.common.VOIGT_PAIRS`) from positions (N, 3) in Bohr.
     """
     de = jacobian(dielectric, positions, batched=batched).cpu().double().numpy()  # (K, N, 3)
-    dchi = symmetric_tensor(np.moveaxis(de, 0, -1)) / (4.0 * math.pi)
+    dchi = voigt_to_tensor(np.moveaxis(de, 0, -1)) / (4.0 * math.pi)
     return impose_acoustic_sum_rule(dchi)  # same rule per atom if acoustic_sum_rule else dchi
 
 
@@ -181,4 +177,4 @@ def chi_directional_derivatives(dielectric, positions, directions) -> np.ndarray
     With u^m_κγ = e^m_κγ / √M_κ this is the Raman tensor of mode m divided by √Ω (physics.raman).
     """
     de = directional_derivatives(dielectric, positions, directions).cpu().double().numpy()  # (M, K)
-    return symmetric_tensor(de) / (4.0 * math.pi)
+    return voigt_to_tensor(de) / (4.0 * math.pi)

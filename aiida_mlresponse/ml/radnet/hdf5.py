@@ -1,4 +1,4 @@
-"""Reader for the HDF5 layout of the radnet data (../shared/data/radnet, README there).
+"""Reader for the HDF5 layout of the radnet paper's data (../shared/data/radnet, README there).
 
 File layout: ``atomic_numbers`` (N,), ``cell`` (3, 3) rows in Å, ``coordinates`` (M, N, 3) Cartesian Å,
 ``polarization`` (M, 3) Berry-phase P in e/Bohr² as ABINIT printed it (branch not fixed),
@@ -6,7 +6,8 @@ File layout: ``atomic_numbers`` (N,), ``cell`` (3, 3) rows in Å, ``coordinates`
 
 Inside the package everything is atomic units: `RadnetDataset` holds the cell and positions in Bohr,
 P in e/Bohr² with its branch fixed, and ε∞ both as tensors and as six Voigt components
-(xx, yy, zz, yz, xz, xy).
+(xx, yy, zz, yz, xz, xy; `ml.common`). A `DatasetData` node of kind 'response' is made from such a file by
+`aiida_mlresponse.data.dataset.dataset_from_radnet_h5`.
 """
 
 from __future__ import annotations
@@ -16,33 +17,13 @@ import pathlib
 
 import numpy as np
 
-from ..physics.polarization import fix_branch
-from ..physics.units import ANGSTROM_TO_BOHR
+from ...physics.polarization import fix_branch
+from ...physics.units import ANGSTROM_TO_BOHR
+from ..common import tensor_to_voigt
 
-# Voigt order of the six independent components of a symmetric 3x3 tensor.
-VOIGT_PAIRS = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+#: target -> number of model outputs (P: 3, ε∞: 6 Voigt components)
 TARGETS = {'polarization': 3, 'dielectric': 6}
 TARGET_UNITS = {'polarization': 'e/Bohr^2', 'dielectric': 'dimensionless'}
-
-
-def tensor_to_voigt(tensors) -> np.ndarray:
-    """(..., 3, 3) tensors -> (..., 6) in the order xx, yy, zz, yz, xz, xy, of their symmetric part.
-
-    The published ε∞ are symmetric only to the printed digits (|ε_ij - ε_ji| <= 5e-8 for GaAs).
-    """
-    tensors = np.asarray(tensors)
-    tensors = 0.5 * (tensors + np.swapaxes(tensors, -1, -2))
-    return np.stack([tensors[..., i, j] for i, j in VOIGT_PAIRS], axis=-1)
-
-
-def voigt_to_tensor(voigt) -> np.ndarray:
-    """(..., 6) -> (..., 3, 3) symmetric tensors."""
-    voigt = np.asarray(voigt)
-    tensors = np.zeros(voigt.shape[:-1] + (3, 3), dtype=voigt.dtype)
-    for k, (i, j) in enumerate(VOIGT_PAIRS):
-        tensors[..., i, j] = voigt[..., k]
-        tensors[..., j, i] = voigt[..., k]
-    return tensors
 
 
 @dataclasses.dataclass

@@ -11,9 +11,9 @@ X = w ⊙ (offset + scale · Σ_I f(cube_I))  [+ P(cubes), an optional cube-poly
   makes those changes O(1) for the network (the paper used one global mean and scale).
 - w: the per-component weight of the CNN's correction (``residual_weight``, 1 unless a committee fit shrinks
   it toward 0 because the CNN did not beat the Taylor head on its validation configurations).
-- P: an optional ``CubePolynomial``: Σ_I of a quadratic in the leading principal components of cube_I, fitted in
+- P: an optional ``CubePolynomial`` (`heads.py`): Σ_I of a quadratic in the leading principal components of cube_I, fitted in
   closed form (ridge); on the BN data it alone beats the paper's CNN (benchmarks/radnet_accuracy.py).
-- T: an optional ``TaylorHead`` (the ridge polynomial of `baselines.py`, frozen): the CNN then learns the
+- T: an optional ``TaylorHead`` (`heads.py`: the ridge polynomial of `taylor.py`, frozen): the CNN then learns the
   residual of the baseline. T depends on the positions only through differentiable torch operations, so
   Z* and Raman tensors still come by autograd, but it only applies to the cell it was fitted on.
 
@@ -23,19 +23,17 @@ Network presets (``LAYER_PRESETS``; a layer is [out_channels, stride]):
 - ``light``: the same shape with fewer channels, the default measured in benchmarks/radnet_accuracy.py.
 
 All state is tensors (parameters and buffers) plus a JSON-able ``hyperparameters`` dict: checkpoints load
-with ``torch.load(weights_only=True)`` (see `checkpoint.py`).
+with ``torch.load(weights_only=True)`` (see `ml/checkpoint.py`).
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 
-import numpy as np
 import torch
 from torch import nn
 
-from .baselines import TaylorBaseline, count_terms, monomial_indices
+from .heads import CubePolynomial, TaylorHead, evaluate_heads
 
 KIND = 'radnet'
 
@@ -256,190 +254,6 @@ def _elu_derivative(pre_activation: torch.Tensor) -> torch.Tensor:
     return torch.exp(pre_activation.clamp(max=0.0))  # exactly 1 above 0
 
 
-class TaylorHead(nn.Module):
-    """The ridge polynomial of `baselines.TaylorBaseline` as torch buffers (frozen, float64)."""
-
-    def __init__(self, degree: int, n_atoms: int, n_outputs: int):
-        super().__init__()
-        self.degree = int(degree)
-        n_terms = count_terms(3 * (n_atoms - 1), degree)
-        self.register_buffer('reference', torch.zeros(n_atoms, 3, dtype=torch.float64))
-        self.register_buffer('cell', torch.eye(3, dtype=torch.float64))
-        self.register_buffer('scale', torch.ones((), dtype=torch.float64))
-        self.register_buffer('coefficients', torch.zeros(n_terms, n_outputs, dtype=torch.float64))
-        self.register_buffer('intercept', torch.zeros(n_outputs, dtype=torch.float64))
-        self._steps = _monomial_steps(3 * (n_atoms - 1), self.degree)
-
-    def set_from(self, baseline: TaylorBaseline) -> 'TaylorHead':
-        if baseline.degree != self.degree or baseline.coefficients.shape != tuple(self.coefficients.shape):
-            raise ValueError('the baseline does not match this head (degree, atoms or outputs)')
-        with torch.no_grad():
-            for key in ('reference', 'cell', 'coefficients', 'intercept'):
-                getattr(self, key).copy_(torch.as_tensor(getattr(baseline, key)))
-            self.scale.fill_(baseline.scale)
-        return self
-
-    def baseline(self) -> TaylorBaseline:
-        baseline = TaylorBaseline(self.degree)
-        for key in ('reference', 'cell', 'coefficients', 'intercept'):
-            setattr(baseline, key, getattr(self, key).detach().cpu().numpy())
-        baseline.scale = float(self.scale)
-        return baseline
-
-    def forward(self, positions: torch.Tensor) -> torch.Tensor:
-        """(B, N, 3) Bohr -> (B, n_outputs) float64, differentiable in positions."""
-        return self.stacked([self], positions)[0]
-
-    @staticmethod
-    def stacked(heads: list, positions: torch.Tensor) -> torch.Tensor:
-        """Several heads of one degree and cell size (a committee's) at once: (B, N, 3) -> (heads, B, n_outputs).
-
-        The same operations as `TaylorBaseline.torch_predict`, on the buffers directly (no numpy round trip),
-        with the heads as a leading batch axis so a committee costs the operations of one head.
-        """
-        first = heads[0]
-        if any(head.degree != first.degree or head.reference.shape != first.reference.shape for head in heads):
-            raise ValueError('stacked Taylor heads must share their degree, atoms and outputs')
-        if positions.shape[-2] != first.reference.shape[0]:
-            raise ValueError(f'the Taylor head was fitted on {first.reference.shape[0]} atoms, '
-                             f'got {positions.shape[-2]}: it only applies to the cell it was fitted on')
-        stacked = TaylorHead.stack(heads)
-        x = _scaled_displacements(stacked, positions)  # (H, B, 3(N-1))
-        columns = [x]
-        for parents, features in first._steps:
-            columns.append((columns[-1] @ parents) * (x @ features))
-        return torch.cat(columns, dim=-1) @ stacked['coefficients'] + stacked['intercept'][:, None]
-
-    @staticmethod
-    def stack(heads: list) -> dict:
-        """The heads' buffers stacked (leading axis H), with the inverse cells, for `stacked_with_gradient`."""
-        cell = torch.stack([head.cell for head in heads])
-        return {'reference': torch.stack([head.reference for head in heads]), 'cell': cell,
-                'inverse_cell': torch.linalg.inv(cell), 'scale': torch.stack([head.scale for head in heads])[:, None],
-                'coefficients': torch.stack([head.coefficients for head in heads]),
-                'intercept': torch.stack([head.intercept for head in heads])}
-
-    @staticmethod
-    def stacked_with_gradient(heads: list, positions: torch.Tensor, stacked: dict | None = None):
-        """`stacked` for one configuration (N, 3) Bohr and its derivative, without autograd:
-        (values (H, K), ∂values/∂positions (H, K, N, 3)), float64.
-
-        Forward mode through the monomial recursion: with c_k = (c_{k-1} P_k) ⊙ (x F_k), ∂c_k/∂x_j =
-        (∂c_{k-1}/∂x_j P_k) ⊙ (x F_k) + (c_{k-1} P_k) ⊙ F_k[j]; x are the displacements of atoms 1..N-1 relative to
-        atom 0 over the scale (minimum image: locally the identity), so ∂/∂R_I = ∂/∂x_I / scale for I >= 1 and
-        atom 0 gets minus their sum.
-        """
-        first = heads[0]
-        if positions.shape[0] != first.reference.shape[0]:
-            TaylorHead.stacked(heads, positions.unsqueeze(0))  # its checks and their messages
-        with torch.no_grad():
-            stacked = stacked or TaylorHead.stack(heads)
-            scale = stacked['scale']
-            x = _scaled_displacements(stacked, positions)  # (H, D)
-            n_features = x.shape[-1]
-            columns = [x]
-            tangent = torch.eye(n_features, dtype=torch.float64).expand(len(heads), -1, -1)  # (H, D_j, terms)
-            tangents = [tangent]
-            for parents, features in first._steps:
-                from_parent = columns[-1] @ parents  # (H, terms_k)
-                from_feature = x @ features
-                tangent = (tangent @ parents) * from_feature[:, None, :] + from_parent[:, None, :] * features
-                columns.append(from_parent * from_feature)
-                tangents.append(tangent)
-            coefficients, intercept = stacked['coefficients'], stacked['intercept']  # (H, terms, K), (H, K)
-            values = (torch.cat(columns, dim=-1)[:, None] @ coefficients)[:, 0] + intercept
-            gradient = torch.cat(tangents, dim=-1) @ coefficients / scale[:, :, None]  # (H, D, K)
-            gradient = gradient.reshape(len(heads), -1, 3, gradient.shape[-1]).permute(0, 3, 1, 2)  # (H, K, N-1, 3)
-            gradient = torch.cat([-gradient.sum(dim=2, keepdim=True), gradient], dim=2)
-        return values, gradient
-
-
-def _scaled_displacements(stacked: dict, positions: torch.Tensor) -> torch.Tensor:
-    """The Taylor heads' features: displacements from each head's reference (minimum image) of atoms 1..N-1
-    relative to atom 0, over the scale; positions (..., N, 3) Bohr -> (H, ..., 3(N-1)), heads from `TaylorHead.stack`."""
-    def per_head(tensor):  # (H, ...) broadcast over the batch axes of positions
-        return tensor.reshape(tensor.shape[:1] + (1,) * (positions.dim() - 2) + tensor.shape[1:])
-
-    delta = positions.to(torch.float64) - per_head(stacked['reference'])
-    fractional = delta @ per_head(stacked['inverse_cell'])
-    delta = (fractional - torch.round(fractional).detach()) @ per_head(stacked['cell'])
-    return (delta[..., 1:, :] - delta[..., :1, :]).flatten(-2) / per_head(stacked['scale'])
-
-
-@functools.lru_cache(maxsize=32)
-def _monomial_steps(n_features: int, degree: int) -> tuple:
-    """The monomials of order k as (monomial of order k-1) x (one feature), in the order of
-    `baselines.monomial_indices`, the two factors picked by 0/1 matrices (exact: one term is 1·x, the others 0·x):
-    ((parents, features) per order 2..degree). Matrix products keep the batched backward of Z* and Raman
-    derivatives (is_grads_batched) vectorized; indexing's backward (index_put) is looped per cotangent under vmap
-    and cost 4 ms per GaAs prediction. They follow from the features and degree (so are not saved), and are made
-    once per process (shared by every head; never modified)."""
-    orders = monomial_indices(n_features, degree)
-    steps = []
-    for previous, current in zip(orders, orders[1:]):
-        row = {tuple(indices): k for k, indices in enumerate(previous.tolist())}
-        parents = torch.zeros(len(previous), len(current), dtype=torch.float64)
-        features = torch.zeros(n_features, len(current), dtype=torch.float64)
-        for k, indices in enumerate(current.tolist()):
-            parents[row[tuple(indices[:-1])], k] = 1.0
-            features[indices[-1], k] = 1.0
-        steps.append((parents, features))
-    return tuple(steps)
-
-
-def polynomial_feature_count(components: int) -> int:
-    return components + components * (components + 1) // 2
-
-
-class CubePolynomial(nn.Module):
-    """P(cubes) = c + Σ_I q(z_I): a quadratic q of k linear projections z_I of each atom's standardized cube.
-
-    z_I = projection · (cube_I - input_mean) / input_scale (the leading principal directions of the training
-    cubes, scaled to unit variance); features Σ_I [z_I, z_I,a z_I,b (a <= b)]; coefficients fitted by ridge
-    least squares (`committee.fit_heads`). Like the CNN it is a sum of identical per-atom functions of the
-    cubes, so it applies to any cell and is differentiable with respect to positions through the cubes; unlike
-    it, it is fitted in closed form in seconds. float64 throughout.
-    """
-
-    def __init__(self, components: int, cube_size: int, n_outputs: int):
-        super().__init__()
-        n, k = cube_size, int(components)
-        self.register_buffer('input_mean', torch.zeros(n**3, dtype=torch.float64))
-        self.register_buffer('input_scale', torch.ones(n**3, dtype=torch.float64))
-        self.register_buffer('projection', torch.zeros(k, n**3, dtype=torch.float64))
-        self.register_buffer('coefficients', torch.zeros(polynomial_feature_count(k), n_outputs, dtype=torch.float64))
-        self.register_buffer('intercept', torch.zeros(n_outputs, dtype=torch.float64))
-        rows, columns = torch.triu_indices(k, k)
-        self.register_buffer('pair_rows', rows, persistent=False)
-        self.register_buffer('pair_columns', columns, persistent=False)
-
-    def features(self, cubes: torch.Tensor) -> torch.Tensor:
-        """cubes (..., N, 1, n, n, n) -> summed features (..., F) float64."""
-        flat = cubes.flatten(-4).to(torch.float64)
-        z = ((flat - self.input_mean) / self.input_scale) @ self.projection.T  # (..., N, k)
-        quadratic = z[..., self.pair_rows] * z[..., self.pair_columns]
-        return torch.cat([z, quadratic], dim=-1).sum(dim=-2)
-
-    def forward(self, cubes: torch.Tensor) -> torch.Tensor:
-        return self.features(cubes) @ self.coefficients + self.intercept
-
-    def value_and_cube_jacobian(self, cubes: torch.Tensor):
-        """For one structure, cubes (N, 1, n, n, n): the value (n_outputs,) and its derivative with respect to the
-        cubes (n_outputs, N, 1, n, n, n), float64, without autograd: q = L·z + Σ_{a<=b} Q_ab z_a z_b per atom, so
-        ∂q/∂z = L + (Q + Qᵀ) z and ∂z/∂cube = projection / input_scale."""
-        with torch.no_grad():
-            flat = cubes.flatten(-4).to(torch.float64)
-            z = ((flat - self.input_mean) / self.input_scale) @ self.projection.T  # (N, k)
-            k = z.shape[-1]
-            features = torch.cat([z, z[:, self.pair_rows] * z[:, self.pair_columns]], dim=-1).sum(dim=0)
-            value = features @ self.coefficients + self.intercept
-            quadratic = torch.zeros(self.coefficients.shape[1], k, k, dtype=torch.float64)
-            quadratic[:, self.pair_rows, self.pair_columns] = self.coefficients[k:].T
-            grad_z = self.coefficients[:k].T[:, None, :] + z @ (quadratic + quadratic.transpose(1, 2))  # (K, N, k)
-            grad = (grad_z @ self.projection) / self.input_scale  # (K, N, n³)
-        return value, grad.reshape(grad.shape[:2] + tuple(cubes.shape[1:]))
-
-
 class RadNet(nn.Module):
     """X = offset + scale · Σ_I f(cube_I / input_scale) [+ T(positions)]; see the module docstring."""
 
@@ -542,18 +356,6 @@ class RadNet(nn.Module):
         return self.residual_weight * self.output_scale, self.residual_weight * self.output_offset
 
 
-def evaluate_heads(taylor, polynomial, cubes: torch.Tensor, positions, n_outputs: int) -> torch.Tensor:
-    """P(cubes) + T(positions) (B, n_outputs) float64 for optional heads (zeros when both are None)."""
-    if taylor is not None and positions is None:
-        raise ValueError('this model has a Taylor head: pass the positions too')
-    value = polynomial(cubes) if polynomial is not None else None
-    if taylor is not None:
-        value = taylor(positions) if value is None else value + taylor(positions)
-    if value is None:
-        value = torch.zeros(cubes.shape[0], n_outputs, dtype=torch.float64, device=cubes.device)
-    return value
-
-
 def _default_residual_weight(state_dict, prefix, *args, **kwargs):
     """Checkpoints written before ``residual_weight`` existed load with weight 1 (what they computed)."""
     key = prefix + 'residual_weight'
@@ -562,13 +364,6 @@ def _default_residual_weight(state_dict, prefix, *args, **kwargs):
 
 
 def build(hyperparameters: dict) -> RadNet:
-    """Checkpoint registry builder for kind 'radnet'."""
+    """Builder of kind 'radnet' (`ml.registry`)."""
     return RadNet(hyperparameters)
 
-
-def standardize(values: np.ndarray):
-    """Per-component mean and standard deviation (a zero deviation is replaced by 1)."""
-    values = np.asarray(values, dtype=float)
-    mean = values.mean(axis=0)
-    std = values.std(axis=0)
-    return mean, np.where(std > 0, std, 1.0)

@@ -8,10 +8,10 @@ import math
 import numpy as np
 import torch
 
-from aiida_mlresponse.ml.committee import NeighbourCache
-from aiida_mlresponse.ml.datasets import voigt_to_tensor
-from aiida_mlresponse.ml.derivatives import born_charges
-from aiida_mlresponse.physics.born import impose_acoustic_sum_rule
+from ...physics.born import impose_acoustic_sum_rule
+from ..common import voigt_to_tensor
+from .committee import NeighbourCache
+from .derivatives import born_charges
 
 
 #: Cells up to this many atoms are predicted on one torch thread: their tensors are too small for threads to pay

@@ -88,16 +88,21 @@ class TaylorBaseline:
         target_mean = targets.mean(axis=0)
         centered = features - feature_mean
         gram = centered.T @ centered
-        # The ridge acts on the nonlinear terms only: the linear (Born-charge-like) terms are well
-        # determined by a few configurations, and shrinking them costs more than it saves.
-        n_relative = 3 * (positions.shape[1] - 1)
-        orders = np.concatenate([np.full(math.comb(n_relative + order - 1, order), order)
-                                 for order in range(1, self.degree + 1)])
-        penalty = np.where(orders > 1, self.alpha, 1e-12)
-        ridge = len(features) * np.diag(penalty)
+        ridge = len(features) * np.diag(self.penalty(positions.shape[1]))
         self.coefficients = np.linalg.solve(gram + ridge, centered.T @ (targets - target_mean))
         self.intercept = target_mean - feature_mean @ self.coefficients
         return self
+
+    def penalty(self, n_atoms: int) -> np.ndarray:
+        """Ridge weight per monomial: alpha on the nonlinear ones, 1e-12 on the linear ones.
+
+        The ridge acts on the nonlinear terms only: the linear (Born-charge-like) terms are well
+        determined by a few configurations, and shrinking them costs more than it saves.
+        """
+        n_relative = 3 * (n_atoms - 1)
+        orders = np.concatenate([np.full(math.comb(n_relative + order - 1, order), order)
+                                 for order in range(1, self.degree + 1)])
+        return np.where(orders > 1, self.alpha, 1e-12)
 
     def predict(self, positions) -> np.ndarray:
         return self._features(np.asarray(positions, dtype=float), np) @ self.coefficients + self.intercept
