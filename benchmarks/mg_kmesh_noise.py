@@ -34,7 +34,7 @@ def main():
     from aiida.engine import run_get_node
 
     load_profile(args.profile)
-    from aiida_mlresponse.workflows.mg_labels import MgRelaxBaseWorkChain
+    from aiida_mlresponse.workflows.restart import MgRelaxBaseWorkChain
 
     code = orm.load_code('abinit@localhost')
     lambdas = np.linspace(0.97, 1.03, args.points)

@@ -43,9 +43,9 @@ def main():
     from aiida.engine import run_get_node
 
     load_profile(args.profile)
-    from aiida_mlresponse.abinit.mg import install_seed_family, load_protocol, mg_structure
+    from aiida_mlresponse.abinit.mg import install_seed_family, mg_structure
     from aiida_mlresponse.sampling.deformations import sample_deformations
-    from aiida_mlresponse.workflows.mg_labels import MgRelaxBaseWorkChain
+    from aiida_mlresponse.workflows.restart import MgRelaxBaseWorkChain
 
     install_seed_family()
     deformations = sample_deformations(3, seed=args.seed)
@@ -56,7 +56,7 @@ def main():
     code = orm.load_code(args.code)
 
     for protocol in args.protocols:
-        entry = runs.setdefault(protocol, {'settings': load_protocol(protocol), 'configurations': {}})
+        entry = runs.setdefault(protocol, {'settings': MgRelaxBaseWorkChain.get_protocol_inputs(protocol), 'configurations': {}})
         for index, deformation in enumerate(deformations):
             if str(index) in entry['configurations']:
                 continue

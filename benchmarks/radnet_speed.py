@@ -39,7 +39,7 @@ def time_abinit(protocol: str) -> dict:
 
     from aiida_mlresponse.data import structure_from_arrays
     from aiida_mlresponse.physics.crystals import gaas
-    from aiida_mlresponse.workflows.base import AbinitResponseBaseWorkChain
+    from aiida_mlresponse.workflows.restart import AbinitResponseBaseWorkChain
 
     load_profile()
     builder = AbinitResponseBaseWorkChain.get_builder_from_protocol(

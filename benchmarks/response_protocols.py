@@ -94,7 +94,7 @@ def last_calculation(workchain_node):
 def run_protocol(code, structure, protocol, phonons):
     from aiida.engine import run_get_node
 
-    from aiida_mlresponse.workflows.base import AbinitResponseBaseWorkChain
+    from aiida_mlresponse.workflows.restart import AbinitResponseBaseWorkChain
 
     builder = AbinitResponseBaseWorkChain.get_builder_from_protocol(
         code, structure, protocol=protocol, response={'phonons': phonons},
@@ -179,11 +179,10 @@ def main():
     except Exception as exc:  # noqa: BLE001
         raise SystemExit(f'no `abinit@localhost` code in profile {profile.name}: run `aiida-mlresponse setup` first ({exc})')
 
-    from aiida_mlresponse.abinit.protocols import RESPONSE_PROTOCOLS, get_protocol_inputs
+    from aiida_mlresponse.abinit.protocols import RESPONSE_PROTOCOLS, get_protocol_inputs, kpoints_from_protocol
     from aiida_mlresponse.data import structure_from_arrays
     from aiida_mlresponse.physics import crystals
     from aiida_mlresponse.sampling.displacements import sample_displacements
-    from aiida_mlresponse.workflows.base import kpoints_from_protocol
 
     machine = {'machine': platform.machine(), 'cores': os.cpu_count(), 'abinit': '9.6.2 (Debian)', 'profile': profile.name}
     rows = []

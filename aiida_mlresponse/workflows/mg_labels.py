@@ -1,9 +1,6 @@
 """Labels of strained Mg: a restarting relaxation and a WorkChain over N deformations.
 
-`MgRelaxBaseWorkChain` restarts `MgRelaxCalculation` the way PwBaseWorkChain restarts pw.x
-(unconverged relaxation -> continue from the last positions with more steps; unconverged SCF ->
-more steps, gentler mixing; walltime -> continue from the last positions). It is a minimal local
-version until the package's shared base workchain is merged.
+`MgRelaxBaseWorkChain` (the restarting relaxation) lives in `workflows.restart`.
 
 `MgLabelsWorkChain` relaxes every deformation, a few at a time, and gathers one `DatasetData`
 (kind 'mg_strain') from the calculations that succeeded; failed configurations are reported and
@@ -15,67 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 from aiida import orm
-from aiida.engine import ProcessHandlerReport, WorkChain, calcfunction, process_handler, while_
-from aiida.plugins import CalculationFactory
+from aiida.engine import WorkChain, calcfunction, while_
 
-from aiida_mlresponse.abinit.mg import calculation_inputs_from_protocol, mg_structure
+from aiida_mlresponse.abinit.mg import mg_structure
 from aiida_mlresponse.physics.strain import DeformationError, validate_deformation
-from aiida_mlresponse.workflows.base import AbinitRestartWorkChain
-
-MgRelaxCalculation = CalculationFactory('mlresponse.abinit.mg_relax')
+from aiida_mlresponse.workflows.restart import MgRelaxBaseWorkChain
 
 FIELD_NAMES = ('rho', 'phi', 'u', 's')
-
-
-class MgRelaxBaseWorkChain(AbinitRestartWorkChain):
-    """Relax one strained Mg cell, restarting on the usual ABINIT failures."""
-
-    _process_class = MgRelaxCalculation
-
-    @classmethod
-    def get_builder_from_protocol(cls, code, deformation=None, structure=None, protocol=None, overrides=None):
-        """Builder for deformation D (or a Mg reference structure) at `protocol` (test|fast|moderate|precise)."""
-        overrides = dict(overrides or {})
-        max_iterations = overrides.pop('max_iterations', 3)
-        # The WFK in the work directory is only needed by the parser (retrieved temporarily).
-        clean_workdir = overrides.pop('clean_workdir', True)
-        inputs = calculation_inputs_from_protocol(code, structure=structure, deformation=deformation, protocol=protocol, overrides=overrides)
-        builder = cls.get_builder()
-        options = inputs.pop('metadata')['options']
-        for key, value in inputs.items():
-            builder.abinit[key] = value
-        for key, value in options.items():
-            builder.abinit.metadata.options[key] = value
-        builder.max_iterations = orm.Int(max_iterations)
-        builder.clean_workdir = orm.Bool(clean_workdir)
-        return builder
-
-    def _continue_from_last_positions(self, node):
-        if 'output_structure' in node.outputs:
-            self.ctx.inputs.structure = node.outputs.output_structure
-
-    @process_handler(priority=600, exit_codes=MgRelaxCalculation.exit_codes.ERROR_RELAXATION_NOT_CONVERGED)
-    def handle_relaxation_not_converged(self, node):
-        ntime = int(self.ctx.inputs.parameters.get_dict().get('ntime', 30)) * 2
-        self._update_parameters(ntime=ntime)
-        self._continue_from_last_positions(node)
-        self.report(f'{node.process_label}<{node.pk}> relaxation not converged: restart from the last positions, ntime {ntime}.')
-        return ProcessHandlerReport(True)
-
-    @process_handler(priority=500, exit_codes=MgRelaxCalculation.exit_codes.ERROR_SCF_NOT_CONVERGED)
-    def handle_scf_not_converged(self, node):
-        parameters = self.ctx.inputs.parameters.get_dict()
-        nstep, diemix = int(parameters.get('nstep', 50)) * 2, 0.5 * float(parameters.get('diemix', 1.0))
-        self._update_parameters(nstep=nstep, diemix=diemix)
-        self._continue_from_last_positions(node)
-        self.report(f'{node.process_label}<{node.pk}> SCF not converged: nstep {nstep}, diemix {diemix}.')
-        return ProcessHandlerReport(True)
-
-    @process_handler(priority=400, exit_codes=MgRelaxCalculation.exit_codes.ERROR_OUT_OF_WALLTIME)
-    def handle_out_of_walltime(self, node):
-        self._continue_from_last_positions(node)
-        self.report(f'{node.process_label}<{node.pk}> ran out of walltime: restart from the last positions.')
-        return ProcessHandlerReport(True)
 
 
 def validate_deformations(value, _):

@@ -3,21 +3,27 @@
 import numpy as np
 import pytest
 
+from aiida_mlresponse.abinit.calculations.relax import MgRelaxCalculation
 from aiida_mlresponse.abinit.inputs import AbinitInputError
-from aiida_mlresponse.abinit.mg import (
-    MgRelaxCalculation,
-    calculation_inputs_from_protocol,
-    fft_friendly,
-    install_seed_family,
-    load_protocol,
-    minimum_ngfft,
-    mg_structure,
-    validate_grid,
-)
+from aiida_mlresponse.abinit.mg import fft_friendly, install_seed_family, minimum_ngfft, mg_structure, validate_grid
+from aiida_mlresponse.abinit.protocols import MG_PROTOCOLS, ProtocolError, get_protocol_inputs
+from aiida_mlresponse.workflows.restart import MgRelaxBaseWorkChain
 from aiida_mlresponse.physics.crystals import MG_ACELL_BOHR
 from aiida_mlresponse.physics.strain import deformation_to_cell, symmetric_form_parameters
 
 STRAINED = [1.04, 0.97, 1.02, 87.0, 93.0, 91.0]
+
+
+def load_protocol(name):
+    return get_protocol_inputs(MG_PROTOCOLS, name)
+
+
+def calculation_inputs_from_protocol(code, **kwargs):
+    """The inputs of the bare CalcJob that the restart work chain's builder would run."""
+    builder = MgRelaxBaseWorkChain.get_builder_from_protocol(code, **kwargs)
+    inputs = {key: builder.abinit[key] for key in builder.abinit if key != 'metadata'}
+    inputs['metadata'] = {'options': dict(builder.abinit.metadata.options)}
+    return inputs
 
 
 def test_fft_friendly_sizes():
@@ -72,7 +78,7 @@ def test_structure_that_is_not_the_mg_reference_refused(aiida_profile, abinit_co
     broken.reset_sites_positions(positions.tolist())
     with pytest.raises(AbinitInputError, match='symmetric form'):
         calculation_inputs_from_protocol(abinit_code, structure=broken, protocol='test')
-    with pytest.raises(ValueError, match='unknown Mg protocol'):
+    with pytest.raises(ProtocolError, match='unknown protocol `ultra`'):
         calculation_inputs_from_protocol(abinit_code, deformation=STRAINED, protocol='ultra')
 
 
@@ -163,5 +169,4 @@ def test_live_relaxation_with_the_seed_pspcod5_pseudo(aiida_profile, abinit_code
     out = results['output_parameters'].get_dict()
     assert out['checks']['electrons_integral'] == pytest.approx(8.0, abs=1e-6)
     assert abs(out['checks']['band_energy_integral'] - out['band_energy']) < 1e-6
-    assert 'pseudos/Mg.pseu' in node.base.repository.list_object_names('pseudos') or \
-        'Mg.pseu' in node.base.repository.list_object_names('pseudos')
+    assert 'pseudos "Mg.pseu"' in node.base.repository.get_object_content('aiida.abi')

@@ -12,8 +12,7 @@ from tests.abinit.protocol_snapshot import SNAPSHOT_FILE, all_snapshots
 
 
 def test_protocol_builders_match_the_recorded_snapshot(abinit_code, bn_structure, gaas_structure, pseudo_families):
-    from aiida_mlresponse.workflows.base import AbinitResponseBaseWorkChain
-    from aiida_mlresponse.workflows.mg_labels import MgRelaxBaseWorkChain
+    from aiida_mlresponse.workflows.restart import AbinitResponseBaseWorkChain, MgRelaxBaseWorkChain
 
     structures = {'BN': bn_structure, 'GaAs': gaas_structure}
     snapshots = all_snapshots(abinit_code, AbinitResponseBaseWorkChain, MgRelaxBaseWorkChain, structures)

@@ -6,13 +6,13 @@ import pytest
 from aiida import orm
 from aiida.engine import run, run_get_node
 
-from aiida_mlresponse.abinit.calculations import FCC_SHIFTS, AbinitResponseCalculation
+from aiida_mlresponse.abinit.calculations.response import AbinitResponseCalculation
 from aiida_mlresponse.abinit.inputs import AbinitInputError
-from aiida_mlresponse.abinit.protocols import RESPONSE_PROTOCOLS, ProtocolError, get_protocol_inputs
+from aiida_mlresponse.abinit.protocols import FCC_SHIFTS, RESPONSE_PROTOCOLS, ProtocolError, get_protocol_inputs
 from aiida_mlresponse.abinit.pseudos import PseudoSetupError
 from aiida_mlresponse.data import structure_from_arrays, structure_to_arrays
 from aiida_mlresponse.physics.units import ANGSTROM_TO_BOHR
-from aiida_mlresponse.workflows.base import AbinitResponseBaseWorkChain
+from aiida_mlresponse.workflows.restart import AbinitResponseBaseWorkChain
 
 Work = AbinitResponseBaseWorkChain
 

@@ -5,7 +5,7 @@ import pytest
 from aiida import orm
 from aiida.engine import run_get_node
 
-from aiida_mlresponse.workflows.base import AbinitResponseBaseWorkChain
+from aiida_mlresponse.workflows.restart import AbinitResponseBaseWorkChain
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ def test_calcjob_bn_all_responses(abinit_code, bn_structure, pseudo_families):
     )
     inputs = dict(builder.abinit)
     # The calculation itself, without the restart wrapper.
-    from aiida_mlresponse.abinit.calculations import AbinitResponseCalculation
+    from aiida_mlresponse.abinit.calculations.response import AbinitResponseCalculation
 
     results, node = run_get_node(AbinitResponseCalculation, **inputs)
     assert node.is_finished_ok, (node.exit_status, node.exit_message)

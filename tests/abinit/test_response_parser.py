@@ -15,8 +15,9 @@ import pytest
 from aiida import orm
 from aiida.common.links import LinkType
 
-from aiida_mlresponse.abinit.calculations import AbinitResponseCalculation as Calc
-from aiida_mlresponse.abinit.parsers import AbinitResponseParser, abinit_error_message, unconverged_datasets
+from aiida_mlresponse.abinit.calculations.response import AbinitResponseCalculation as Calc
+from aiida_mlresponse.abinit.parsers.base import abinit_error_message, unconverged_datasets
+from aiida_mlresponse.abinit.parsers.response import AbinitResponseParser
 from aiida_mlresponse.physics.polarization import polarization_quanta
 
 DATA = pathlib.Path(__file__).parents[1] / 'data' / 'abinit_response'
@@ -171,7 +172,7 @@ def test_missing_netcdf(parse):
     files = recorded('bn_sheared')
     del files[Calc.GSR_FILE]
     _, process = parse(files, response=ALL)
-    assert process.exit_status == Calc.exit_codes.ERROR_MISSING_NETCDF.status
+    assert process.exit_status == Calc.exit_codes.ERROR_MISSING_OUTPUT_FILES.status
     assert Calc.GSR_FILE in process.exit_message
 
 
@@ -179,7 +180,7 @@ def test_unreadable_netcdf(parse):
     files = recorded('bn_sheared')
     files[Calc.DDB_NC_FILE] = files[Calc.DDB_NC_FILE][:1000]  # truncated
     _, process = parse(files, response=ALL)
-    assert process.exit_status == Calc.exit_codes.ERROR_UNREADABLE_NETCDF.status
+    assert process.exit_status == Calc.exit_codes.ERROR_UNREADABLE_OUTPUT.status
 
 
 def test_abinit_error_block(parse):

@@ -12,10 +12,9 @@ default_protocol: quick
 protocols:
   quick:
     description: cheap
-    default:
-      pseudo_family: fam/a
-      parameters: {ecut: 10, nstep: 20}
-      kpoints: {distance: 0.4, shifts: gamma}
+    pseudo_family: fam/a
+    parameters: {ecut: 10, nstep: 20}
+    kpoints: {distance: 0.4, shifts: gamma}
     systems:
       MgO:
         elements: [Mg, O]
@@ -23,9 +22,8 @@ protocols:
         kpoints: {mesh: [4, 4, 4]}
   slow:
     description: careful
-    default:
-      pseudo_family: fam/b
-      parameters: {ecut: 50}
+    pseudo_family: fam/b
+    parameters: {ecut: 50}
 """
 
 
@@ -59,9 +57,28 @@ def test_bad_protocol_files(tmp_path):
     path.write_text('protocols: {}\n')
     with pytest.raises(ProtocolError, match='at least one protocol'):
         load_protocols(path)
-    path.write_text('default_protocol: x\nprotocols: {a: {default: {}}}\n')
+    path.write_text('default_protocol: x\nprotocols: {a: {parameters: {}}}\n')
     with pytest.raises(ProtocolError, match='default_protocol `x`'):
         load_protocols(path)
+    # The old schema (inputs under `default`) and misspelt keys are refused, naming the known keys.
+    path.write_text('protocols: {a: {default: {parameters: {}}}}\n')
+    with pytest.raises(ProtocolError, match=r"protocol `a`: unknown key\(s\) \['default'\]; the known keys are description, "):
+        load_protocols(path)
+    path.write_text('protocols: {a: {kpoints: {mesh: [1, 1, 1], shift: gamma}}}\n')
+    with pytest.raises(ProtocolError, match=r"kpoints: unknown key\(s\) \['shift'\]; the known keys are mesh, distance, shifts"):
+        load_protocols(path)
+
+
+@pytest.mark.parametrize('overrides, unknown', [
+    ({'parameter': {'ecut': 20}}, 'parameter'),
+    ({'kpoints': {'meshes': [2, 2, 2]}}, 'meshes'),
+    ({'metadata': {'options': {}}}, 'metadata'),
+])
+def test_unknown_override_key_refused_naming_the_known_ones(generic, overrides, unknown):
+    known = 'mesh, distance, shifts' if unknown == 'meshes' else (
+        'pseudo_family, kpoints, parameters, options, max_iterations, clean_workdir')
+    with pytest.raises(ProtocolError, match=rf"unknown key\(s\) \['{unknown}'\]; the known keys are {known}\."):
+        get_protocol_inputs(generic, 'quick', overrides=overrides)
 
 
 def test_recursive_merge_does_not_touch_its_arguments():
@@ -94,8 +111,7 @@ def test_shipped_response_protocols_follow_the_schema():
 
 
 def test_kpoints_from_protocol(aiida_profile, bn_structure):
-    from aiida_mlresponse.abinit.calculations import FCC_SHIFTS
-    from aiida_mlresponse.workflows.base import kpoints_from_protocol
+    from aiida_mlresponse.abinit.protocols import FCC_SHIFTS, kpoints_from_protocol
 
     kpoints, settings = kpoints_from_protocol(bn_structure, {'mesh': [4, 4, 4], 'shifts': 'fcc4'})
     assert list(kpoints.get_kpoints_mesh()[0]) == [4, 4, 4] and settings == {'kpoint_shifts': FCC_SHIFTS}

@@ -16,22 +16,22 @@ Outputs
         atomic_masses (natom,) amu, the masses ABINIT used (with force_constants_gamma: Γ frequencies)
         forces (natom, 3) Ha/Bohr; stress (6,) Voigt Ha/Bohr^3
 
-Text outputs are only read to detect errors (the ERROR block of the log) and unconverged cycles.
+Files, walltime and ABINIT's error messages are handled by `parsers.base.AbinitParser`.
 """
 
 from __future__ import annotations
 
 import pathlib
-import re
 
 import numpy as np
 from aiida import orm
-from aiida.parsers import Parser
 
-from aiida_mlresponse.abinit.calculations import AbinitResponseCalculation as Calc
+from aiida_mlresponse.abinit.calculations.response import AbinitResponseCalculation as Calc
+from aiida_mlresponse.abinit.calculations.response import response_switches
 from aiida_mlresponse.abinit.netcdf import (
     OutputFileError, band_edges, field_field_block, read_ddb_netcdf, read_ddb_text_elements, read_gsr,
 )
+from aiida_mlresponse.abinit.parsers.base import AbinitParser, unconverged_datasets
 from aiida_mlresponse.physics.born import (
     born_charges_from_reduced, dielectric_from_reduced, force_constants_from_reduced, impose_acoustic_sum_rule,
     polarization_from_phases,
@@ -39,64 +39,20 @@ from aiida_mlresponse.physics.born import (
 from aiida_mlresponse.physics.polarization import fix_branch
 from aiida_mlresponse.physics.units import HARTREE_TO_EV
 
-_DATASET_RE = re.compile(r'^\s*== DATASET\s+(\d+)', re.MULTILINE)
-_NSTEP_RE = re.compile(r'nstep=\s*\d+\s+was not enough SCF cycles to converge')
-_ERROR_RE = re.compile(r'^--- !(?:ERROR|BUG)\s*\n(.*?)^\.\.\.', re.MULTILINE | re.DOTALL)
 
-
-def abinit_error_message(text: str) -> str | None:
-    """The message of the first `--- !ERROR` (or `!BUG`) block of an ABINIT log/output, on one line."""
-    match = _ERROR_RE.search(text)
-    if not match:
-        return None
-    block = match.group(1)
-    source = re.search(r'src_file:\s*(\S+)', block)
-    message = block.split('message: |', 1)[-1]
-    message = ' '.join(line.strip() for line in message.splitlines() if line.strip())
-    return f'{message} ({source.group(1)})' if source else message
-
-
-def unconverged_datasets(output_text: str) -> list[int]:
-    """Datasets whose SCF (or response) cycle stopped at nstep without reaching its tolerance."""
-    parts = _DATASET_RE.split(output_text)
-    # parts: [preamble, '1', text1, '2', text2, ...]; the final echo of variables has no dataset header.
-    return sorted({int(number) for number, text in zip(parts[1::2], parts[2::2]) if _NSTEP_RE.search(text)})
-
-
-class AbinitResponseParser(Parser):
+class AbinitResponseParser(AbinitParser):
     """Parse GSR.nc (P, energies, gap, forces), DDB.nc + DDB (ε∞, Z*, Γ force constants)."""
 
-    def parse(self, **kwargs):
-        retrieved = self.retrieved
-        names = retrieved.base.repository.list_object_names()
-        walltime = self.node.exit_status == Calc.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME.status
-        scheduler_stderr = self.node.get_option('scheduler_stderr') or '_scheduler-stderr.txt'
-        if scheduler_stderr in names:  # the soft CPU limit the CalcJob sets on the direct scheduler
-            walltime |= Calc.CPU_LIMIT_MESSAGE in retrieved.base.repository.get_object_content(scheduler_stderr)
-        if Calc._OUTPUT_FILE not in names and Calc._LOG_FILE not in names:
-            return self.exit_codes.ERROR_OUT_OF_WALLTIME if walltime else self.exit_codes.ERROR_MISSING_OUTPUT_FILES
-        output_text = retrieved.base.repository.get_object_content(Calc._OUTPUT_FILE) if Calc._OUTPUT_FILE in names else ''
-        log_text = retrieved.base.repository.get_object_content(Calc._LOG_FILE) if Calc._LOG_FILE in names else ''
-
-        error = abinit_error_message(log_text) or abinit_error_message(output_text)
-        if error is None and Calc.ABORT_FILE in names:
-            error = retrieved.base.repository.get_object_content(Calc.ABORT_FILE).strip()[:500] or None
-        if error:
-            return self.exit_codes.ERROR_ABINIT.format(error=error)
-        if 'Calculation completed' not in output_text:
-            return self.exit_codes.ERROR_OUT_OF_WALLTIME if walltime else self.exit_codes.ERROR_OUTPUT_INCOMPLETE
-
-        temporary = kwargs.get('retrieved_temporary_folder')
-        folder = pathlib.Path(temporary) if temporary else None
+    def parse_results(self, folder):
         switches = self._switches()
         try:
             parameters, arrays = self._parse_netcdf(folder, switches)
         except FileNotFoundError as exc:
-            return self.exit_codes.ERROR_MISSING_NETCDF.format(filename=exc.filename)
+            return self.exit_codes.ERROR_MISSING_OUTPUT_FILES.format(files=exc.filename)
         except (OutputFileError, KeyError, ValueError, IndexError) as exc:
-            return self.exit_codes.ERROR_UNREADABLE_NETCDF.format(error=str(exc))
+            return self.exit_codes.ERROR_UNREADABLE_OUTPUT.format(error=str(exc))
 
-        unconverged = unconverged_datasets(output_text)
+        unconverged = unconverged_datasets(self.output_text)
         parameters['unconverged_datasets'] = unconverged
         output_arrays = orm.ArrayData()
         for name, (value, units) in arrays.items():
@@ -114,12 +70,10 @@ class AbinitResponseParser(Parser):
             return self.exit_codes.ERROR_NO_GAP.format(gap_ev=f'{gap:.4f}')
         problem = self._check_physics(arrays)
         if problem:
-            return self.exit_codes.ERROR_INVALID_OUTPUT.format(error=problem)
+            return self.exit_codes.ERROR_UNPHYSICAL_OUTPUT.format(error=problem)
         return None
 
     def _switches(self) -> dict:
-        from aiida_mlresponse.abinit.calculations import response_switches
-
         return response_switches(self.node.inputs.response if 'response' in self.node.inputs else None)
 
     def _parse_netcdf(self, folder, switches):

@@ -1,0 +1,1 @@
+"""The package's ABINIT CalcJobs: `base.AbinitCalculation` and its subclasses `response`, `relax`."""
