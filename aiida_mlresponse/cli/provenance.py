@@ -5,13 +5,7 @@ from __future__ import annotations
 import click
 
 from . import cli
-
-
-def _load(identifier: str):
-    from aiida import load_profile, orm
-
-    load_profile()
-    return orm.load_node(identifier)
+from .arguments import load_node
 
 
 @cli.group()
@@ -26,9 +20,7 @@ def provenance_calcs(dataset):
     from aiida_mlresponse.data.dataset import DatasetData
     from aiida_mlresponse.workflows.provenance import calculations_behind
 
-    node = _load(dataset)
-    if not isinstance(node, DatasetData):
-        raise click.ClickException(f'node {dataset} is a {type(node).__name__}, not a DatasetData.')
+    node = load_node(dataset, DatasetData, 'DatasetData')
     calcs = calculations_behind(node)
     click.echo(f'{node.kind} dataset <{node.pk}> ({node.size} rows) comes from {len(calcs)} calculations:')
     for calc in calcs:
@@ -43,8 +35,6 @@ def provenance_datasets(calculation):
 
     from aiida_mlresponse.workflows.provenance import datasets_fed_by
 
-    node = _load(calculation)
-    if not isinstance(node, orm.CalcJobNode):
-        raise click.ClickException(f'node {calculation} is a {type(node).__name__}, not a CalcJobNode.')
+    node = load_node(calculation, orm.CalcJobNode, 'CalcJobNode')
     for dataset in datasets_fed_by(node):
         click.echo(f'  {dataset.pk:>6}  {dataset.uuid}  {dataset.kind}  {dataset.size} rows')

@@ -122,8 +122,9 @@ def abinit_version(executable: str) -> str:
         return 'unknown version'
 
 
-def run_setup(echo=click.echo) -> dict:
-    """Do every set-up step; a second run changes nothing. Returns what was created."""
+def run_setup(echo=click.echo, profile_step=None) -> dict:
+    """Do every set-up step; a second run changes nothing. Returns what was created.
+    `profile_step` returns (profile name, created) in place of `ensure_profile` (the production profile)."""
     from aiida_mlresponse.abinit.pseudos import PseudoSetupError, family_source_files, FAMILIES, install_families
 
     executables = find_executables()
@@ -132,7 +133,7 @@ def run_setup(echo=click.echo) -> dict:
             family_source_files(label)
     except PseudoSetupError as exc:
         raise SetupError(str(exc)) from exc
-    profile, created = ensure_profile()
+    profile, created = (profile_step or ensure_profile)()
     echo(f'profile   {profile:50s} {"created" if created else "exists"}')
     computer, created = ensure_computer()
     echo(f'computer  {computer.label:50s} {"created" if created else "exists"}')

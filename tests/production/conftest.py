@@ -1,0 +1,66 @@
+"""A production profile (PostgreSQL + RabbitMQ) in a throw-away AiiDA config folder, made by the same command a
+user runs (`aiida-mlresponse setup --production`); its database, broker user and daemon are removed afterwards."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+BIN = pathlib.Path(sys.executable).parent
+
+
+@dataclasses.dataclass
+class ProductionProfile:
+    name: str
+    env: dict
+    config_dir: pathlib.Path
+    setup_output: str
+    setup_seconds: float
+
+    def run(self, *command, timeout=600, check=True) -> subprocess.CompletedProcess:
+        done = subprocess.run(list(command), env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check:
+            assert done.returncode == 0, f'{command}: {done.stdout[-2000:]}\n{done.stderr[-2000:]}'
+        return done
+
+    def verdi(self, *args, **kwargs):
+        return self.run(str(BIN / 'verdi'), '-p', self.name, *args, **kwargs)
+
+    def setup(self, *extra):
+        return self.run(str(BIN / 'aiida-mlresponse'), 'setup', '--production', '--profile-name', self.name, *extra,
+                        timeout=1800)
+
+    def credentials(self) -> dict:
+        return json.loads((self.config_dir / 'mlresponse-production.json').read_text())[self.name]
+
+
+@pytest.fixture(scope='session')
+def production_profile(tmp_path_factory):
+    root = tmp_path_factory.mktemp('aiida_production')
+    name = f'ci-{secrets.token_hex(3)}'
+    env = dict(os.environ, AIIDA_PATH=str(root), PATH=f'{BIN}:{os.environ["PATH"]}')
+    profile = ProductionProfile(name, env, root / '.aiida', '', 0.0)
+    try:
+        began = time.monotonic()
+        done = profile.setup()
+        profile.setup_output, profile.setup_seconds = done.stdout, time.monotonic() - began
+        yield profile
+    finally:
+        profile.verdi('daemon', 'stop', check=False, timeout=120)
+        from aiida_mlresponse.cli import services
+
+        if (profile.config_dir / 'mlresponse-production.json').exists():
+            credentials = profile.credentials()
+            services.drop_database(credentials['database_name'], credentials['database_username'],
+                                   services.start_postgres())
+            services.drop_broker_user(credentials['broker_username'], credentials['broker_virtual_host'])
+        shutil.rmtree(root, ignore_errors=True)
