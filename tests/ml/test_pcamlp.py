@@ -366,3 +366,32 @@ def test_quadratic_part_is_exact_for_a_quadratic_energy_and_its_stress(data):
     # to the float32 precision of the stored weights
     np.testing.assert_allclose(p['F'][:, 0], f, rtol=0, atol=1e-6 * np.ptp(f))
     np.testing.assert_allclose(cauchy_stress(model.free_energy, data['D']), stress, rtol=0, atol=1e-5 * np.abs(stress).max())
+
+
+def test_training_entry_point_on_a_dataset_file(tmp_path):
+    """The command a TrainingCalculation runs: a schema-checked 'mg_strain' file in, a pcamlp model file out,
+    with the dataset columns under the model's names (F from free_energy, ...) and their schema units."""
+    import json
+
+    from aiida_mlresponse.data.schema import write_npz
+    from aiida_mlresponse.ml import train_entry
+    from aiida_mlresponse.ml.pcamlp.data import read_dataset
+    from aiida_mlresponse.ml.pcamlp.synthetic import synthetic_mg_strain
+
+    columns = synthetic_mg_strain(40, grid=(3, 4, 4), seed=5)
+    write_npz(tmp_path / 'dataset.npz', 'mg_strain', columns, {'source': 'synthetic'})
+    named = read_dataset(tmp_path / 'dataset.npz')
+    np.testing.assert_array_equal(named['F'], columns['free_energy'])
+    np.testing.assert_array_equal(named['minus_TS'], columns['entropy_energy'])
+    (tmp_path / 'config.json').write_text(json.dumps({'kind': 'pcamlp', 'hyperparameters': {
+        'hyperparameters': {'n_members': 2, 'pca_components': 3, 'field_hidden': [8, 8]},
+        'epochs': 2, 'lbfgs_iterations': 0, 'field_epochs': 1, 'field_lbfgs_iterations': 0}}))
+    paths = [str(tmp_path / name) for name in ('config.json', 'dataset.npz', 'model.pt')]
+    assert train_entry.main(paths) == 0
+    model, payload = checkpoint.load(tmp_path / 'model.pt')
+    assert payload['kind'] == 'pcamlp' and payload['metadata']['n_train'] == 40
+    assert payload['metadata']['units']['minus_TS'] == 'Ha (-TS)' and payload['metadata']['units']['rho'] == 'e/Bohr^3'
+    assert model.predict(columns['deformation'][:2])['rho'].shape == (2, 3, 4, 4)
+    (tmp_path / 'config.json').write_text(json.dumps({'kind': 'pcamlp', 'hyperparameters': {'epoch': 2}}))
+    with pytest.raises(ValueError, match=r"unknown pcamlp fit settings \['epoch'\]"):
+        train_entry.main(paths)

@@ -12,6 +12,7 @@ import torch
 
 from ...physics import strain as st
 from ...physics.stress import cauchy_stress
+from .data import COLUMNS
 from .model import DEFAULT_FIELDS
 
 
@@ -82,3 +83,16 @@ def synthetic_free_energy(deformations: torch.Tensor) -> torch.Tensor:
     quad = 0.5 * torch.einsum('ni,ij,nj->n', voigt, torch.as_tensor(SYNTHETIC_STIFFNESS, dtype=voigt.dtype), voigt)
     cubic = -0.8 * (voigt[:, 0] + voigt[:, 1] + voigt[:, 2]) ** 3 + 0.3 * voigt[:, 1] * voigt[:, 5] ** 2
     return -4.0 + quad + cubic
+
+
+def synthetic_mg_strain(n: int, grid=(8, 12, 12), seed: int = 0) -> dict:
+    """`synthetic_dataset` as the columns of an 'mg_strain' dataset (`aiida_mlresponse.data.schema`), with the
+    cell, volume, relaxed reduced positions, a zero Fermi level and the configuration index filled in."""
+    data = synthetic_dataset(n, grid, seed)
+    data['cell'] = st.deformation_to_cell(data['D'])
+    data['volume'] = st.cell_volume(data['cell'])
+    data['configuration_index'] = np.arange(n)
+    columns = {COLUMNS[name]: value for name, value in data.items()}
+    columns['xred'] = st.symmetric_form_positions(data['R'])
+    columns['fermi_energy'] = np.zeros(n)
+    return columns
