@@ -9,7 +9,10 @@ Numbers taken elsewhere, never reused with another meaning in the package:
     aiida-core restart base  301 ERROR_SUB_PROCESS_EXCEPTED, 302 ERROR_SUB_PROCESS_KILLED,
                              401 ERROR_MAXIMUM_ITERATIONS_EXCEEDED, 402 ERROR_UNHANDLED_FAILURE
     restart work chains      300 ERROR_UNRECOVERABLE_FAILURE (`RESTART_EXIT_CODES`)
-Free for other CalcJobs of the package (e.g. training): 350-399 and 480-499.
+    training CalcJob         350, 351, 480 (models/calculation.py)
+aiida-core's labels keep their numbers (ERROR_INVALID_OUTPUT is 10: the engine itself returns it).
+Free for the package's other processes: 352-399 (files) and 481-499 (run failures), e.g. the labelling
+work chains. tests/abinit/test_exit_codes.py checks every registered process against this.
 """
 
 from __future__ import annotations
