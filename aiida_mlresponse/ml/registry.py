@@ -105,7 +105,8 @@ def check_training(kind: str, dataset_kind: str | None = None, arraynames=None, 
     if dataset_kind is None:
         return
     if dataset_kind != training.dataset_kind:
-        raise ValueError(f'a `{kind}` model trains on a `{training.dataset_kind}` dataset, got a `{dataset_kind}` dataset.')
+        raise ValueError(f'a `{kind}` model trains on a `{training.dataset_kind}` dataset, '
+                         f'got a `{dataset_kind}` dataset.')
     arraynames = set(arraynames or ())
     missing = [name for name in training.needs if name not in arraynames]
     if missing:

@@ -89,17 +89,11 @@ def test_mismatched_inputs_refused_before_submission(python_code, gaas_dataset):
 @pytest.fixture
 def mg_dataset(aiida_profile):
     """An `mg_strain` dataset with the arrays the labelling work chain writes, from the analytic stand-in."""
-    from aiida_mlresponse.ml.pcamlp.synthetic import synthetic_dataset
+    from aiida_mlresponse.ml.pcamlp.synthetic import synthetic_dataset, synthetic_mg_strain
 
     data = synthetic_dataset(60, grid=(4, 6, 6), seed=3)
-    arrays = {'deformation': data['D'], 'free_energy': data['F'], 'band_energy': data['U'],
-              'entropy_energy': data['minus_TS'], 'R': data['R'], 'stress': data['stress'],
-              **{name: data[name] for name in ('rho', 'phi', 'u', 's')}}
-    units = {'deformation': 'lambda (1) x3, theta (deg) x3', 'free_energy': 'Ha', 'band_energy': 'Ha',
-             'entropy_energy': 'Ha (-TS)', 'R': 'reduced', 'stress': 'Ha/Bohr^3', 'rho': 'e/Bohr^3', 'phi': 'Ha',
-             'u': 'Ha/Bohr^3', 's': '1/Bohr^3'}
     dataset = DatasetData()
-    dataset.set_rows('mg_strain', arrays, units)
+    dataset.set_rows('mg_strain', synthetic_mg_strain(60, grid=(4, 6, 6), seed=3))
     return dataset.store(), data
 
 

@@ -1,9 +1,10 @@
 """How a radnet committee is fitted: different seeds and resamples, closed-form heads, CNNs on their residuals.
 
-`fit_committee` is the one high-level fit (used by `train_from_dataset`, the training entry point's hook, and benchmarks/radnet_accuracy.py):
-positions, cell, numbers and targets in, a trained `Committee` and one `training_loop.TrainingResult` per member
-out; every choice is in its JSON-able ``hyperparameters`` (``DEFAULT_FIT_HYPERPARAMETERS``, documented there),
-stored in ``committee.hyperparameters['fit']`` so the checkpoint records them.
+`fit_committee` is the one high-level fit (used by `train_from_dataset`, the training entry point's hook, and
+benchmarks/radnet_accuracy.py): positions, cell, numbers and targets in, a trained `Committee` and one
+`training_loop.TrainingResult` per member out; every choice is in its JSON-able ``hyperparameters``
+(``DEFAULT_FIT_HYPERPARAMETERS``, documented there), stored in ``committee.hyperparameters['fit']`` so the
+checkpoint records them.
 
 How a committee is fitted (default hyperparameters):
 1. Head choice (`select_heads`, on a held-out quarter of the training data): the ridge Taylor polynomial of
