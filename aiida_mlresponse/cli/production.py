@@ -65,6 +65,8 @@ def ensure_production_profile(name: str = PRODUCTION_PROFILE, echo=click.echo) -
         # AiiDA warns about RabbitMQ >= 3.8.15 by version alone; its advice, a long consumer_timeout, is in
         # services.RABBITMQ_CONF.
         config.set_option('warnings.rabbitmq_version', False, scope=name)
+        # `verdi daemon stop/status` give up after 2 s by default: too short for a busy node.
+        config.set_option('daemon.timeout', 30, scope=name)
         config.store()
     os.chmod(config.filepath, 0o600)  # it holds the passwords too
     load_profile(name, allow_switch=True)

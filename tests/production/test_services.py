@@ -1,0 +1,112 @@
+"""The production stack: PostgreSQL + RabbitMQ set up by `aiida-mlresponse setup --production`, on loopback only,
+with generated passwords that leak nowhere, and a labelling job run through the daemon on it."""
+
+import json
+import pathlib
+import subprocess
+
+import pytest
+
+pytestmark = [pytest.mark.production, pytest.mark.slow]
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+SUBMIT = '''
+import json
+from aiida import orm
+from aiida.engine import submit
+from aiida_mlresponse.data import structure_from_arrays
+from aiida_mlresponse.physics.crystals import bn_cubic
+from aiida_mlresponse.workflows.labels import LabelsWorkChain, sample_displacement_configurations
+
+reference = structure_from_arrays(*bn_cubic())
+configurations = sample_displacement_configurations(reference, orm.Float(0.01), orm.Int(2), orm.Int(3))
+builder = LabelsWorkChain.get_builder_from_protocol(
+    orm.load_code('abinit@localhost'), configurations, 'response', reference=reference, protocol='test')
+node = submit(builder, wait=True, wait_interval=2)
+calcs = [c for c in node.called_descendants if isinstance(c, orm.CalcJobNode)]
+dataset = node.outputs.dataset if 'dataset' in node.outputs else None
+print(json.dumps({
+    'exit_status': node.exit_status, 'exit_message': node.exit_message,
+    'size': dataset.size if dataset else 0, 'failed': node.outputs.failed.get_dict() if 'failed' in node.outputs else None,
+    'arrays': {name: dataset.get_array(name).tolist() for name in ('polarization', 'dielectric_tensor')} if dataset else {},
+    'calcjobs': [[c.pk, c.exit_status, c.computer.label] for c in calcs],
+}))
+'''
+
+
+def listening_sockets():
+    """(address, port) of every listening TCP socket, from /proc/net/tcp and tcp6 (no iproute2 needed)."""
+    import ipaddress
+
+    found = []
+    for table in ('/proc/net/tcp', '/proc/net/tcp6'):
+        for line in pathlib.Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state != '0A':  # LISTEN
+                continue
+            address, port = local.split(':')
+            raw = bytes.fromhex(address)
+            # the kernel prints each 32-bit word in host (little-endian) order
+            raw = b''.join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            found.append((ipaddress.ip_address(raw), int(port, 16)))
+    return found
+
+
+def test_setup_is_idempotent(production_profile):
+    first = production_profile.setup_output
+    assert f'profile   {production_profile.name}' in first and 'created' in first
+    again = production_profile.setup().stdout
+    lines = [line for line in again.splitlines() if line.split()[0] in ('profile', 'computer', 'code', 'pseudos')]
+    assert lines and all(line.split()[-1] in ('exists', 'found)') for line in lines), again
+    status = production_profile.verdi('status', check=False).stdout
+    assert 'postgresql' in status and 'RabbitMQ' in status and '127.0.0.1' in status
+
+
+def test_services_listen_on_loopback_only(production_profile):
+    # 5432 PostgreSQL, 5672 AMQP, 25672 Erlang distribution, 4369 epmd
+    sockets = [(address, port) for address, port in listening_sockets() if port in (5432, 5672, 25672, 4369)]
+    assert {5432, 5672} <= {port for _, port in sockets}
+    exposed = [(str(address), port) for address, port in sockets if not address.is_loopback]
+    assert not exposed, f'listening beyond loopback: {exposed}'
+
+
+def test_credentials_generated_and_private(production_profile):
+    credentials = production_profile.credentials()
+    assert len(credentials['database_password']) >= 24 and credentials['database_password'] != credentials['broker_password']
+    for path in (production_profile.config_dir / 'mlresponse-production.json', production_profile.config_dir / 'config.json'):
+        assert path.stat().st_mode & 0o077 == 0, f'{path} is readable by others'
+
+
+def test_labelling_through_the_daemon_and_no_password_in_logs(production_profile, tmp_path):
+    script = tmp_path / 'submit.py'
+    script.write_text(SUBMIT)
+    import time
+
+    began = time.monotonic()
+    production_profile.verdi('daemon', 'start', '1', timeout=120)
+    done = production_profile.verdi('run', str(script), timeout=1200)
+    print(f'setup {production_profile.setup_seconds:.1f} s; daemon start + 3 ABINIT labels {time.monotonic() - began:.1f} s')
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result['exit_status'] == 0, result
+    assert result['size'] == 2 and result['failed'] == {}
+    # every label arrived: the reference and the two displaced cells, each by one finished ABINIT job
+    assert len(result['calcjobs']) == 3 and all(status == 0 for _, status, _ in result['calcjobs']), result['calcjobs']
+    import numpy as np
+
+    assert np.isfinite(result['arrays']['polarization']).all() and np.shape(result['arrays']['polarization']) == (2, 3)
+    assert np.shape(result['arrays']['dielectric_tensor']) == (2, 3, 3)
+    assert (np.diagonal(result['arrays']['dielectric_tensor'], axis1=1, axis2=2) > 1).all()
+    production_profile.verdi('daemon', 'stop', timeout=120)
+
+    secrets = [production_profile.credentials()[key] for key in ('database_password', 'broker_password')]
+    logs = [p for p in production_profile.config_dir.rglob('*') if p.is_file() and 'log' in str(p.relative_to(production_profile.config_dir))]
+    logs += [p for folder in ('/var/log/postgresql', '/var/log/rabbitmq') for p in pathlib.Path(folder).glob('*') if p.is_file()]
+    assert any(p.suffix == '.log' and 'daemon' in str(p) for p in logs), logs
+    tracked = subprocess.run(['git', 'ls-files', '-co', '--exclude-standard'], cwd=REPO, capture_output=True, text=True)
+    files = logs + [REPO / name for name in tracked.stdout.splitlines() if (REPO / name).is_file()]
+    outputs = [production_profile.setup_output, done.stdout, done.stderr]
+    for secret in secrets:
+        assert not any(secret in text for text in outputs)
+        leaks = [str(p) for p in files if secret.encode() in p.read_bytes()]
+        assert not leaks, f'a generated password appears in {leaks}'
