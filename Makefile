@@ -34,5 +34,16 @@ test: system venv  ## the whole suite (real ABINIT, real training, temporary Aii
 test-fast: system venv
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+.PHONY: production production-slurm test-production
+
+production: system venv  ## PostgreSQL + RabbitMQ profile (loopback only, generated passwords), localhost codes, pseudos
+	$(VENV)/bin/aiida-mlresponse setup --production
+
+production-slurm: system venv  ## the same, plus a one-node SLURM cluster (munge, slurmctld, slurmd) and computer localhost-slurm
+	$(VENV)/bin/aiida-mlresponse setup --production --slurm
+
+test-production: system venv  ## only the tests that start PostgreSQL, RabbitMQ and SLURM
+	$(PY) -m pytest -q -m production $(PYTEST_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache
