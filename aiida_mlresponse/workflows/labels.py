@@ -120,8 +120,8 @@ class LabelsWorkChain(WorkChain):
         spec.output('dataset', valid_type=DatasetData, help='The labelled rows (after those of `dataset`, if given).')
         spec.output('failed', valid_type=orm.Dict, help='index -> configuration, exit status, message, pk of each left-out one.')
         spec.output('reference_arrays', valid_type=orm.ArrayData, required=False, help='response: labels of the reference.')
-        spec.exit_code(410, 'ERROR_REFERENCE_FAILED', message='The reference structure could not be labelled: {message}')
-        spec.exit_code(411, 'ERROR_TOO_MANY_FAILURES', message='Only {done} of {total} configurations were labelled.')
+        spec.exit_code(481, 'ERROR_REFERENCE_FAILED', message='The reference structure could not be labelled: {message}')
+        spec.exit_code(482, 'ERROR_TOO_MANY_FAILURES', message='Only {done} of {total} configurations were labelled.')
 
     @classmethod
     def get_builder_from_protocol(cls, code, configurations, kind, reference=None, protocol='fast', overrides=None,

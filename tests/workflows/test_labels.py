@@ -41,7 +41,8 @@ def test_label_bn_displacements_then_extend_the_dataset(abinit_code, pseudo_fami
     builder.reference_arrays = results['reference_arrays']
     results2, node2 = run_get_node(builder)
     assert node2.is_finished_ok, node2.exit_message
-    assert not [n for n in node2.called if n.inputs.abinit.structure.pk == bn_structure.pk]  # no second reference run
+    labellers = [n for n in node2.called if n.process_label == 'AbinitResponseBaseWorkChain']
+    assert len(labellers) == 1 and labellers[0].inputs.abinit.structure.pk != bn_structure.pk  # no second reference run
     dataset = results2['dataset']
     assert dataset.size == 2
     np.testing.assert_array_equal(dataset.get_array('configuration_index'), [0, 1])
@@ -54,7 +55,7 @@ def test_label_bn_displacements_then_extend_the_dataset(abinit_code, pseudo_fami
     assert eps.shape == (2, 3, 3) and np.all(np.diagonal(eps, axis1=1, axis2=2) > 1)
     # the branch is fixed against the reference: displaced P is close to the reference P
     p_ref = results['reference_arrays'].get_array('polarization')
-    assert np.abs(dataset.get_array('polarization') - p_ref).max() < 1e-3
+    assert np.abs(dataset.get_array('polarization') - p_ref).max() < 1e-2  # a branch jump is ~0.06 e/bohr^2 here
 
     # provenance both ways: the two ABINIT calculations are behind the extended dataset
     calcs = calculations_behind(dataset)

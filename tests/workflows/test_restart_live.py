@@ -1,4 +1,4 @@
-"""Live: a relaxation killed at its walltime on the direct scheduler is restarted from its last positions."""
+"""Live restarts of a relaxation from its last positions: killed at its walltime (direct scheduler), and not converged."""
 
 import numpy as np
 import pytest
@@ -35,3 +35,23 @@ def test_relaxation_killed_at_walltime_continues_from_its_last_positions(aiida_p
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
     assert calculations[-1].is_finished_ok and results['output_parameters']['relaxation_steps'] >= 1
     assert results['output_parameters']['max_force'] < builder.abinit.parameters['tolmxf']
+
+
+@pytest.mark.slow
+def test_unconverged_relaxation_continues_from_its_last_positions(aiida_profile, abinit_code, pseudo_families):
+    from aiida.engine import run_get_node
+
+    from aiida_mlresponse.workflows.restart import MgRelaxBaseWorkChain
+
+    builder = MgRelaxBaseWorkChain.get_builder_from_protocol(
+        abinit_code, deformation=[1.04, 0.97, 1.02, 87.0, 93.0, 91.0], protocol='test',
+        overrides={'parameters': {'ntime': 3}, 'max_iterations': 3})
+    results, node = run_get_node(builder)
+    calculations = sorted(node.called, key=lambda n: n.ctime)
+    assert node.is_finished_ok, node.exit_status
+    assert calculations[0].exit_status == 420  # relaxation not converged in 3 BFGS steps
+    second = calculations[1]
+    # the restart starts where the first stopped, with more steps
+    assert second.inputs.structure.pk == calculations[0].outputs.output_structure.pk
+    assert second.inputs.parameters['ntime'] > 3
+    assert results['output_parameters']['symmetric_form_deviation'] < 1e-6
