@@ -78,15 +78,12 @@ def test_parameter_overrides_cannot_inject_abinit_variables(slurm_code, pseudo_f
 
 
 DIRECTIVES = ('queue_name', 'account', 'qos', 'scheduler_stdout', 'scheduler_stderr')  # written as `#SBATCH` lines
-# Not refused today: a newline in an option that becomes a `#SBATCH` line starts a shell line of its own. The fix
-# belongs to the ABINIT layer (issue 10): refuse '\n', '\r' and '\0' in every string of `metadata.options` in
-# `validate_inputs` of the ABINIT CalcJob base (covers protocol overrides and direct CalcJob use alike).
-NEWLINE_IN_DIRECTIVE = pytest.mark.xfail(strict=True, reason='option strings with newlines are not refused yet')
+# A newline in an option that becomes a `#SBATCH` line would start a shell line of its own: the ABINIT CalcJob
+# base refuses '\n', '\r' and '\0' in every one-line option (`calculations.base.validate_options`).
 
 
 @pytest.mark.parametrize('option, value', [
-    pytest.param(option, value, marks=NEWLINE_IN_DIRECTIVE if '\n' in value and option in DIRECTIVES else ())
-    for option in DIRECTIVES + ('input_filename', 'output_filename') for value in INJECTIONS
+    (option, value) for option in DIRECTIVES + ('input_filename', 'output_filename') for value in INJECTIONS
 ])
 def test_option_overrides_cannot_inject_shell(slurm_code, pseudo_families, bn_structure, tmp_path, monkeypatch,
                                               option, value):

@@ -60,6 +60,30 @@ def validate_structure(value, _):
         return f'structure: {exc}'
 
 
+# Options that are shell text by design (several lines allowed); every other string option becomes one line
+# of the job script (a `#SBATCH` directive, a file name) and must not start a line of its own.
+SHELL_TEXT_OPTIONS = frozenset({'prepend_text', 'append_text', 'custom_scheduler_commands'})
+
+
+def validate_options(options) -> str | None:
+    """A message when a one-line option holds a newline, carriage return or NUL (it would inject a shell line)."""
+
+    def strings(value):
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            for item in value.values():
+                yield from strings(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                yield from strings(item)
+
+    for name, value in (options or {}).items():
+        if name not in SHELL_TEXT_OPTIONS and any(c in text for text in strings(value) for c in '\n\r\0'):
+            return f'`metadata.options.{name}` = {value!r}: newlines, carriage returns and NUL are not allowed.'
+    return None
+
+
 def atomic_number(symbol: str) -> int:
     from aiida.common.constants import elements
 
@@ -131,7 +155,11 @@ class AbinitCalculation(CalcJob):
 
     @classmethod
     def validate_inputs(cls, inputs, _=None):
-        """Every kind has a pseudo for its element, none is left over, and the k-points are a usable mesh."""
+        """One-line options hold one line; every kind has a pseudo for its element, none is left over, and the
+        k-points are a usable mesh."""
+        message = validate_options(inputs.get('metadata', {}).get('options'))
+        if message:
+            return message
         structure = inputs.get('structure')
         if structure is None:
             return None
