@@ -65,3 +65,14 @@ def gaas_structure(aiida_profile):
     from aiida_mlresponse.physics.crystals import gaas
 
     return structure_from_arrays(*gaas())
+
+
+@pytest.fixture
+def python_code(aiida_localhost):
+    """This interpreter (which has the package) as the training code on localhost."""
+    import sys
+
+    from aiida import orm
+
+    return orm.InstalledCode(label='mlresponse-python', computer=aiida_localhost,
+                             filepath_executable=sys.executable, default_calc_job_plugin='mlresponse.train').store()

@@ -63,6 +63,8 @@ def sample_deformation_configurations(count, seed, sigma_lambda, sigma_theta_deg
 
 
 def validate_inputs(inputs, _):
+    if 'kind' not in inputs or 'configurations' not in inputs:
+        return None  # exposed in a work chain that sets them itself; the ports' own `required` covers direct use
     kind = inputs['kind'].value
     if kind not in LABELLERS:
         return f'unknown dataset kind `{kind}`; known kinds: {", ".join(LABELLERS)}.'

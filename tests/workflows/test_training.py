@@ -18,12 +18,6 @@ TINY = {'target': 'polarization', 'n_members': 2, 'seed': 1, 'training': {'epoch
 
 
 @pytest.fixture
-def python_code(aiida_localhost):
-    return orm.InstalledCode(label='mlresponse-python', computer=aiida_localhost,
-                             filepath_executable=sys.executable, default_calc_job_plugin='mlresponse.train').store()
-
-
-@pytest.fixture
 def gaas_dataset(aiida_profile):
     return dataset_from_radnet_h5(RADNET_DATA / 'GaAs.h5', indices=range(40)).store()
 

@@ -1,0 +1,188 @@
+"""The recorded steps of an active-learning round, each a calcfunction so every decision is a node.
+
+- `score_pool`: committee predictions on the candidate pool, relative (or calibrated) scores, trust
+  partition, physics cut, ranked diverse selection; outputs the picks (configurations for
+  `LabelsWorkChain`), their predictions (for next round's calibration), the per-candidate scores and
+  a `decisions` Dict that says why each pick was made and why each reject was refused.
+- `evaluate_models`: test MAE and max per column on a held-out dataset.
+- `record_round`: one row of the campaign table (decisions, test errors and times together).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from aiida import orm
+from aiida.engine import calcfunction
+
+from aiida_mlresponse.ml.scoring import errors_against_labels, predict_columns
+from aiida_mlresponse.physics.strain import REFERENCE_DEFORMATION
+from aiida_mlresponse.sampling import acquisition as acq
+
+PARTITION_CODES = {acq.LEARNED: 0, acq.CANDIDATE: 1, acq.UNTRUSTED: 2, acq.REJECTED: 3, 'labelled': 4}
+DEFORMATION_SCALE = np.array([0.05, 0.05, 0.05, 3.0, 3.0, 3.0])  # the paper's σ of λ and θ (deg)
+CONFIGURATION_KEYS = {'response': 'positions', 'mg_strain': 'deformations'}
+#: at most this many rejects are listed one by one in `decisions` (all are counted)
+LISTED_REJECTS = 200
+
+
+def _configurations(kind: str, pool: orm.ArrayData) -> dict:
+    return {name: pool.get_array(name) for name in pool.get_arraynames() if name != 'configuration_index'}
+
+
+def _predict(models: dict, configurations: dict, with_born_charges: bool = False) -> dict:
+    predictions = {}
+    for model in models.values():
+        module, payload = model.load()
+        predictions.update(predict_columns(model.kind, module, payload['metadata'], configurations,
+                                           with_born_charges and payload['metadata'].get('target') == 'polarization'))
+    return predictions
+
+
+
+def _scales(dataset, predictions: dict) -> dict:
+    return {column: acq.label_scale(dataset.get_array(column)) for column in predictions if column in dataset.get_arraynames()}
+
+
+def _descriptors(kind: str, configurations: dict, reference_positions) -> np.ndarray:
+    if kind == 'response':
+        return acq.displacement_descriptor(configurations['positions'], reference_positions)
+    return (configurations['deformations'] - REFERENCE_DEFORMATION) / DEFORMATION_SCALE
+
+
+def _calibration(previous: orm.ArrayData, dataset, scales: dict, quantile: float):
+    """Fit spread -> error on last round's picks now that their labels are in the dataset."""
+    index = dataset.get_array('configuration_index')
+    picked = previous.get_array('configuration_index')
+    rows = [int(np.flatnonzero(index == i)[0]) for i in picked if i in index]
+    kept = [k for k, i in enumerate(picked) if i in index]
+    if len(rows) < 2:
+        return None
+    predictions = {name[len('mean_'):]: (previous.get_array(name)[kept], None)
+                   for name in previous.get_arraynames() if name.startswith('mean_')}
+    labels = {column: dataset.get_array(column)[rows] for column in predictions}
+    errors = errors_against_labels(predictions, labels, scales)['relative_per_row']
+    return acq.calibrate(previous.get_array('score')[kept], errors, quantile)
+
+
+@calcfunction
+def score_pool(pool: orm.ArrayData, dataset, settings: orm.Dict, **inputs):
+    """Score, cut and select one round's picks from `pool` (see the module docstring).
+
+    `inputs`: `model_<target>` ModelData nodes, and optionally `previous` (last round's
+    `picked_predictions`, for the calibrated mode). `settings`: kind, lo, hi, mode, quantile, batch,
+    min_separation (None: half the median nearest-neighbour distance of the eligible candidates),
+    min_distance (Å), asr_tolerance (e), reference_positions (Å, response).
+    """
+    options = settings.get_dict()
+    kind = options['kind']
+    models = {key: node for key, node in inputs.items() if key.startswith('model_')}
+    configurations = _configurations(kind, pool)
+    predictions = _predict(models, configurations)
+    scales = _scales(dataset, predictions)
+    raw = acq.relative_spread({c: spread for c, (_, spread) in predictions.items()}, scales)
+    calibration = None
+    if options.get('mode', 'relative') == 'calibrated' and 'previous' in inputs:
+        calibration = _calibration(inputs['previous'], dataset, scales, float(options.get('quantile', 0.9)))
+    score = calibration.apply(raw) if calibration else raw
+
+    partition = acq.trust_partition(score, float(options['lo']), float(options['hi'])).astype(object)
+    pool_index = pool.get_array('configuration_index')
+    partition[np.isin(pool_index, dataset.get_array('configuration_index'))] = 'labelled'
+
+    # Physics cut, before any ABINIT run: structure rules for every candidate, predicted ε∞ definiteness.
+    reference_positions = np.asarray(options.get('reference_positions') or [])
+    if kind == 'response':
+        cells = np.repeat(np.asarray(options['reference_cell'])[None], len(score), 0)
+        reasons = acq.physics_rejections(configurations['positions'], cells,
+                                         predictions.get('dielectric_tensor', (None,))[0],
+                                         min_distance=float(options.get('min_distance', 0.5)))
+    else:
+        from aiida_mlresponse.physics.strain import deformation_to_cell
+
+        reasons = acq.physics_rejections(cells=deformation_to_cell(configurations['deformations']))
+    # Z* is costly: check the acoustic sum rule on the best-ranked candidates only (4 x batch).
+    batch = int(options['batch'])
+    if kind == 'response' and any(m.base.attributes.get('metadata', {}).get('target') == 'polarization' for m in models.values()):
+        shortlist = [int(r) for r in np.argsort(-score) if partition[r] == acq.CANDIDATE and not reasons[r]][: 4 * batch]
+        if shortlist:
+            z = _predict({k: m for k, m in models.items() if m.base.attributes.get('metadata', {}).get('target') == 'polarization'},
+                         {'positions': configurations['positions'][shortlist]}, with_born_charges=True)['born_charges'][0]
+            for row, extra in zip(shortlist, acq.physics_rejections(born_charges=z, asr_tolerance=float(options.get('asr_tolerance', 0.1)))):
+                reasons[row].extend(extra)
+    rejected = np.array([bool(r) and partition[k] in (acq.CANDIDATE, acq.UNTRUSTED) for k, r in enumerate(reasons)])
+    partition[rejected] = acq.REJECTED
+
+    eligible = partition == acq.CANDIDATE
+    descriptors = _descriptors(kind, configurations, reference_positions)
+    separation = options.get('min_separation')
+    if separation is None:
+        separation = 0.5 * acq.median_neighbour_distance(descriptors[eligible]) if eligible.sum() > 1 else 0.0
+    picked, records = acq.select(score, eligible, descriptors, batch, float(separation))
+
+    picks = orm.ArrayData()
+    for name, value in configurations.items():
+        picks.set_array(name, value[picked])
+    picks.set_array('configuration_index', pool_index[picked])
+    picked_predictions = orm.ArrayData()
+    picked_predictions.set_array('configuration_index', pool_index[picked])
+    picked_predictions.set_array('score', raw[picked])
+    for column, (mean, spread) in predictions.items():
+        picked_predictions.set_array(f'mean_{column}', mean[picked])
+        picked_predictions.set_array(f'spread_{column}', spread[picked])
+    scores = orm.ArrayData()
+    scores.set_array('configuration_index', pool_index)
+    scores.set_array('relative_spread', raw)
+    scores.set_array('score', score)
+    scores.set_array('partition', np.array([PARTITION_CODES[p] for p in partition]))
+
+    counts = {name: int(np.sum(partition == name)) for name in PARTITION_CODES}
+    unlabelled = len(score) - counts['labelled']
+    reject_rows = np.flatnonzero(rejected)
+    decisions = {
+        'counts': counts, 'pool': int(len(score)),
+        'fraction_below_lo': counts[acq.LEARNED] / unlabelled if unlabelled else 1.0,
+        'trust': {'lo': float(options['lo']), 'hi': float(options['hi']), 'mode': options.get('mode', 'relative'),
+                  'unit': 'expected relative error' if calibration else 'spread / label scale'},
+        'calibration': calibration.as_dict() if calibration else None,
+        'scales': scales, 'min_separation': float(separation),
+        'picks': [{'configuration_index': int(pool_index[r['row']]), 'rank': r['rank'], 'score': r['score'],
+                   'relative_spread': float(raw[r['row']]), 'rule': 'highest score among candidates, diversity kept'}
+                  for r in records if r['decision'] == 'picked'],
+        'skipped': [{'configuration_index': int(pool_index[r['row']]), 'rank': r['rank'], 'score': r['score'],
+                     'rule': r['decision'], 'near': int(pool_index[r['near_pick']]), 'distance': r['distance']}
+                    for r in records if r['decision'] != 'picked'],
+        'rejected': [{'configuration_index': int(pool_index[row]), 'reasons': reasons[row]} for row in reject_rows[:LISTED_REJECTS]],
+        'reference_prediction': _reference_prediction(kind, models, reference_positions),
+    }
+    return {'picks': picks, 'picked_predictions': picked_predictions, 'scores': scores, 'decisions': orm.Dict(decisions)}
+
+
+def _reference_prediction(kind: str, models: dict, reference_positions) -> dict:
+    """The committee's mean and spread at the reference configuration: the property the convergence rule watches."""
+    configurations = ({'positions': reference_positions[None]} if kind == 'response'
+                      else {'deformations': REFERENCE_DEFORMATION[None]})
+    return {column: {'mean': np.asarray(mean[0]).tolist(), 'spread': np.asarray(spread[0]).tolist()}
+            for column, (mean, spread) in _predict(models, configurations).items()}
+
+
+@calcfunction
+def evaluate_models(test_dataset, **models) -> orm.Dict:
+    """MAE and max |error| per predicted column on a held-out dataset."""
+    kind = test_dataset.kind
+    column = 'positions' if kind == 'response' else 'deformation'
+    key = CONFIGURATION_KEYS[kind]
+    predictions = _predict(models, {key: test_dataset.get_array(column)})
+    labels = {c: test_dataset.get_array(c) for c in predictions if c in test_dataset.get_arraynames()}
+    scales = {c: 1.0 for c in labels}
+    return orm.Dict(errors_against_labels(predictions, labels, scales)['columns'] | {'rows': int(test_dataset.size)})
+
+
+@calcfunction
+def record_round(decisions: orm.Dict, times: orm.Dict, **extra) -> orm.Dict:
+    """One row of the campaign table: counts, picks, test errors (`extra['test_errors']`) and times."""
+    d = decisions.get_dict()
+    row = {'counts': d['counts'], 'fraction_below_lo': d['fraction_below_lo'], 'picked': len(d['picks']),
+           'rejected': d['counts'][acq.REJECTED], 'reference_prediction': d['reference_prediction'], **times.get_dict()}
+    if 'test_errors' in extra:
+        row['test_errors'] = extra['test_errors'].get_dict()
+    return orm.Dict(row)
