@@ -165,3 +165,47 @@ def median_neighbour_distance(descriptors: np.ndarray, sample: int = 2000, seed:
     distances = np.sqrt(np.maximum(squared[:, None] + squared[None] - 2 * subset @ subset.T, 0.0))
     np.fill_diagonal(distances, np.inf)
     return float(np.median(distances.min(1)))
+
+
+@dataclasses.dataclass
+class RoundPlan:
+    """One round's decisions on a pool: scores, partition, reasons for rejects, picks and their records."""
+    relative_spread: np.ndarray
+    score: np.ndarray  # relative spread, or expected relative error when calibrated
+    partition: np.ndarray  # LEARNED / CANDIDATE / UNTRUSTED / REJECTED / 'labelled' per row
+    reasons: list  # per row, the physics rules it breaks
+    picked: np.ndarray
+    records: list
+    min_separation: float
+    calibration: Calibration | None
+
+
+def plan_round(spreads: dict, scales: dict, lo: float, hi: float, batch: int, descriptors: np.ndarray,
+               labelled: np.ndarray, reasons: list, calibration: Calibration | None = None,
+               min_separation: float | None = None, shortlist_check=None) -> RoundPlan:
+    """Score, partition, cut and select one round's picks: the one place both the active-learning work chain
+    and the benchmark take their decisions from.
+
+    `labelled` marks pool rows already in the dataset; `reasons` holds the physics rules each row breaks
+    (`physics_rejections`); `shortlist_check(rows) -> reasons` (optional) checks a costly rule on the best
+    candidates only (4 × batch); `min_separation` None: half the median nearest-neighbour distance of the
+    eligible candidates in descriptor space.
+    """
+    raw = relative_spread(spreads, scales)
+    score = calibration.apply(raw) if calibration else raw
+    partition = trust_partition(score, lo, hi).astype(object)
+    partition[np.asarray(labelled, dtype=bool)] = 'labelled'
+    reasons = [list(r) for r in reasons]
+    if shortlist_check is not None:
+        shortlist = [int(r) for r in np.argsort(-score, kind='stable') if partition[r] == CANDIDATE and not reasons[r]][: 4 * batch]
+        if shortlist:
+            for row, extra in zip(shortlist, shortlist_check(shortlist)):
+                reasons[row].extend(extra)
+    rejected = np.array([bool(r) and p in (CANDIDATE, UNTRUSTED) for r, p in zip(reasons, partition)], dtype=bool)
+    partition[rejected] = REJECTED
+    eligible = partition == CANDIDATE
+    descriptors = np.asarray(descriptors, dtype=float).reshape(len(score), -1)
+    if min_separation is None:
+        min_separation = 0.5 * median_neighbour_distance(descriptors[eligible]) if eligible.sum() > 1 else 0.0
+    picked, records = select(score, eligible, descriptors, batch, float(min_separation))
+    return RoundPlan(raw, score, partition, reasons, picked, records, float(min_separation), calibration)

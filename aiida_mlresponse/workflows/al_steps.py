@@ -79,45 +79,36 @@ def score_pool(pool: orm.ArrayData, dataset, settings: orm.Dict, **inputs):
     configurations = _configurations(kind, pool)
     predictions = _predict(models, configurations)
     scales = _scales(dataset, predictions)
-    raw = acq.relative_spread({c: spread for c, (_, spread) in predictions.items()}, scales)
+    spreads = {c: spread for c, (_, spread) in predictions.items()}
     calibration = None
     if options.get('mode', 'relative') == 'calibrated' and 'previous' in inputs:
         calibration = _calibration(inputs['previous'], dataset, scales, float(options.get('quantile', 0.9)))
-    score = calibration.apply(raw) if calibration else raw
-
-    partition = acq.trust_partition(score, float(options['lo']), float(options['hi'])).astype(object)
     pool_index = pool.get_array('configuration_index')
-    partition[np.isin(pool_index, dataset.get_array('configuration_index'))] = 'labelled'
-
-    # Physics cut, before any ABINIT run: structure rules for every candidate, predicted ε∞ definiteness.
     reference_positions = np.asarray(options.get('reference_positions') or [])
+
+    # Physics cut, before any ABINIT run: structure rules for every candidate, predicted ε∞ definiteness,
+    # and (costly, so on the best-ranked candidates only) the acoustic sum rule of the predicted Z*.
+    shortlist_check = None
     if kind == 'response':
-        cells = np.repeat(np.asarray(options['reference_cell'])[None], len(score), 0)
-        reasons = acq.physics_rejections(configurations['positions'], cells,
-                                         predictions.get('dielectric_tensor', (None,))[0],
+        cells = np.repeat(np.asarray(options['reference_cell'])[None], len(pool_index), 0)
+        reasons = acq.physics_rejections(configurations['positions'], cells, predictions.get('dielectric_tensor', (None,))[0],
                                          min_distance=float(options.get('min_distance', 0.5)))
+        p_models = {k: m for k, m in models.items() if m.base.attributes.get('metadata', {}).get('target') == 'polarization'}
+        if p_models:
+            def shortlist_check(rows):
+                z = _predict(p_models, {'positions': configurations['positions'][rows]}, with_born_charges=True)['born_charges'][0]
+                return acq.physics_rejections(born_charges=z, asr_tolerance=float(options.get('asr_tolerance', 0.1)))
     else:
         from aiida_mlresponse.physics.strain import deformation_to_cell
 
         reasons = acq.physics_rejections(cells=deformation_to_cell(configurations['deformations']))
-    # Z* is costly: check the acoustic sum rule on the best-ranked candidates only (4 x batch).
-    batch = int(options['batch'])
-    if kind == 'response' and any(m.base.attributes.get('metadata', {}).get('target') == 'polarization' for m in models.values()):
-        shortlist = [int(r) for r in np.argsort(-score) if partition[r] == acq.CANDIDATE and not reasons[r]][: 4 * batch]
-        if shortlist:
-            z = _predict({k: m for k, m in models.items() if m.base.attributes.get('metadata', {}).get('target') == 'polarization'},
-                         {'positions': configurations['positions'][shortlist]}, with_born_charges=True)['born_charges'][0]
-            for row, extra in zip(shortlist, acq.physics_rejections(born_charges=z, asr_tolerance=float(options.get('asr_tolerance', 0.1)))):
-                reasons[row].extend(extra)
-    rejected = np.array([bool(r) and partition[k] in (acq.CANDIDATE, acq.UNTRUSTED) for k, r in enumerate(reasons)])
-    partition[rejected] = acq.REJECTED
-
-    eligible = partition == acq.CANDIDATE
-    descriptors = _descriptors(kind, configurations, reference_positions)
-    separation = options.get('min_separation')
-    if separation is None:
-        separation = 0.5 * acq.median_neighbour_distance(descriptors[eligible]) if eligible.sum() > 1 else 0.0
-    picked, records = acq.select(score, eligible, descriptors, batch, float(separation))
+    plan = acq.plan_round(spreads, scales, float(options['lo']), float(options['hi']), int(options['batch']),
+                          _descriptors(kind, configurations, reference_positions),
+                          np.isin(pool_index, dataset.get_array('configuration_index')), reasons, calibration,
+                          options.get('min_separation'), shortlist_check)
+    raw, score, partition, picked, records = plan.relative_spread, plan.score, plan.partition, plan.picked, plan.records
+    reasons, separation = plan.reasons, plan.min_separation
+    rejected = partition == acq.REJECTED
 
     picks = orm.ArrayData()
     for name, value in configurations.items():

@@ -81,3 +81,24 @@ def test_displacement_descriptor_ignores_rigid_translation():
     moved = reference[None] + np.array([0.3, -0.2, 0.1])
     np.testing.assert_allclose(acq.displacement_descriptor(moved, reference), 0, atol=1e-15)
     assert acq.median_neighbour_distance(np.array([[0.0], [1.0], [3.0]])) == 1.0
+
+
+def test_plan_round_partitions_cuts_and_picks():
+    spreads = {'eps': np.array([[0.5], [0.01], [0.3], [9.0], [0.4], [0.35]])}
+    reasons = [[], [], [], [], ['atoms 0.1 apart < 0.5'], []]
+    labelled = np.array([False, False, False, False, False, True])
+    descriptors = np.arange(6.0)[:, None]
+    checked = []
+
+    def shortlist_check(rows):
+        checked.extend(rows)
+        return [['Z* acoustic sum rule broken'] if row == 2 else [] for row in rows]
+
+    plan = acq.plan_round(spreads, {'eps': 1.0}, lo=0.05, hi=5.0, batch=2, descriptors=descriptors, labelled=labelled,
+                          reasons=reasons, min_separation=0.0, shortlist_check=shortlist_check)
+    assert plan.partition.tolist() == ['candidate', 'learned', 'rejected', 'untrusted', 'rejected', 'labelled']
+    assert checked == [0, 2]  # only the ranked candidates without a reason yet
+    assert plan.picked.tolist() == [0]
+    calibrated = acq.plan_round(spreads, {'eps': 1.0}, 0.05, 5.0, 2, descriptors, labelled, reasons,
+                                calibration=acq.Calibration(20.0, 0.9, 10), min_separation=0.0)
+    assert calibrated.partition[0] == 'untrusted' and calibrated.score[0] == pytest.approx(10.0)
