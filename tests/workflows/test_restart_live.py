@@ -44,8 +44,7 @@ def test_unconverged_relaxation_continues_from_its_last_positions(aiida_profile,
     from aiida_mlresponse.workflows.restart import MgRelaxBaseWorkChain
 
     builder = MgRelaxBaseWorkChain.get_builder_from_protocol(
-        abinit_code, deformation=[1.04, 0.97, 1.02, 87.0, 93.0, 91.0], protocol='test',
-        overrides={'parameters': {'ntime': 3}, 'max_iterations': 3})
+        abinit_code, deformation=STRAINED, protocol='test', overrides={'parameters': {'ntime': 3}, 'max_iterations': 3})
     results, node = run_get_node(builder)
     calculations = sorted(node.called, key=lambda n: n.ctime)
     assert node.is_finished_ok, node.exit_status
