@@ -51,4 +51,4 @@ def setup(production, slurm, profile_name):
     run_setup()
 
 
-from . import dataset, predict, provenance  # noqa: E402,F401  (register their commands on `cli`)
+from . import campaign, dataset, predict, provenance  # noqa: E402,F401  (register their commands on `cli`)

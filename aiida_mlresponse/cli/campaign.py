@@ -1,0 +1,97 @@
+"""`aiida-mlresponse campaign repair`: get a daemon-driven campaign moving again after a hard crash.
+
+After the daemon's worker, circus and broker are killed (SIGKILL, out-of-memory, a reboot) two things were seen
+with aiida-core 2.9 (issue 13): processes left with no task in the broker (nothing will ever run them again), and,
+on the embedded ZeroMQ broker, tasks left pending that no worker picks up until a second daemon restart. This
+command does what fixes both by hand: stop the daemon, `verdi process repair` (re-queue processes that have no
+task, drop tasks of finished ones), start the daemon, then watch the broker and restart the daemon once more when
+tasks stay pending while none is being processed. Launch scripts can run it before they submit.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+import time
+
+import click
+
+from . import cli
+
+
+def _verdi(profile: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    verdi = pathlib.Path(sys.executable).parent / 'verdi'
+    return subprocess.run([str(verdi), '-p', profile, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def active_processes() -> list[int]:
+    from aiida.engine.processes.control import get_active_processes
+
+    return sorted(get_active_processes(project='id'))
+
+
+def broker_queue(broker) -> tuple[int, int] | None:
+    """(pending, processing) task counts of an embedded ZeroMQ broker (its queue is files); None for others."""
+    from aiida.brokers.zeromq.broker import ZeromqBroker
+
+    if not isinstance(broker, ZeromqBroker):
+        return None
+    tasks = broker._storage_path / 'tasks'
+    return tuple(len(list((tasks / state).glob('*.json'))) for state in ('pending', 'processing'))
+
+
+def watch(profile: str, broker, seconds: float, stall_after: float, echo=click.echo, interval: float = 2.0) -> int:
+    """Until no process is active (or `seconds` pass): restart the daemon whenever the broker has held pending
+    tasks with none processing for `stall_after` seconds. Returns the number of restarts."""
+    restarts, stalled_since = 0, None
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and active_processes():
+        queue = broker_queue(broker)
+        if queue is not None and queue[0] > 0 and queue[1] == 0:
+            stalled_since = stalled_since or time.monotonic()
+            if time.monotonic() - stalled_since > stall_after:
+                echo(f'daemon    stalled: {queue[0]} tasks pending, none processing for {stall_after:.0f} s: restarting')
+                _verdi(profile, 'daemon', 'restart')
+                restarts, stalled_since = restarts + 1, None
+        else:
+            stalled_since = None
+        time.sleep(interval)
+    return restarts
+
+
+@cli.group()
+def campaign():
+    """Keep daemon-driven campaigns moving."""
+
+
+@campaign.command('repair')
+@click.option('--workers', default=1, show_default=True, help='Daemon workers to start.')
+@click.option('--watch', 'watch_seconds', default=0.0, show_default=True,
+              help='Then watch for up to this many seconds (until no process is active) and restart a stalled daemon.')
+@click.option('--stall-after', default=60.0, show_default=True,
+              help='Seconds with tasks pending and none processing that count as a stall.')
+def campaign_repair(workers, watch_seconds, stall_after):
+    """Re-queue processes that lost their task, restart the daemon, and optionally watch it for a stall."""
+    from aiida import load_profile
+    from aiida.manage import get_manager
+
+    profile = load_profile().name
+    broker = get_manager().get_broker()
+    if broker is None:
+        raise click.ClickException(f'profile {profile} has no broker: processes run only with `verdi run`, nothing to repair.')
+    _verdi(profile, 'daemon', 'stop')
+    before = active_processes()
+    done = _verdi(profile, 'process', 'repair', '--force')
+    if done.returncode != 0:
+        raise click.ClickException(f'`verdi process repair` failed: {(done.stderr or done.stdout).strip().splitlines()[-1]}')
+    fixed = 'Attempting to fix inconsistencies' in done.stdout + done.stderr
+    click.echo(f'processes {len(before)} active; {"inconsistencies with the broker repaired" if fixed else "all had a task"}')
+    started = _verdi(profile, 'daemon', 'start', str(workers))
+    if started.returncode != 0:
+        raise click.ClickException(f'`verdi daemon start` failed: {(started.stderr or started.stdout).strip()[-300:]}')
+    click.echo(f'daemon    started with {workers} worker(s)')
+    if watch_seconds > 0:
+        restarts = watch(profile, broker, watch_seconds, stall_after)
+        left = active_processes()
+        click.echo(f'watched   {restarts} stall restart(s); {len(left)} process(es) still active')
