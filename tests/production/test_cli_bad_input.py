@@ -148,6 +148,8 @@ def test_setup_bad_input(monkeypatch):
     ['provenance', 'calcs', '12'],
     ['provenance', 'datasets', '12'],
     ['dataset', 'export', '12', 'o.npz'],
+    ['dataset', 'import', 'structures.xyz'],
+    ['campaign', 'repair'],
 ])
 def test_no_profile(tmp_path, args):
     """A fresh machine: no AiiDA config at all. One line that says to run setup."""
