@@ -182,12 +182,18 @@ def rabbitmqctl(*args: str, stdin: str | None = None, check: bool = True) -> sub
 def start_rabbitmq() -> int:
     """Install and start RabbitMQ, its AMQP port, distribution port and epmd on loopback only; returns the AMQP port."""
     ensure_packages(['rabbitmq-server'])
-    changed = write_config(pathlib.Path('/etc/rabbitmq/rabbitmq.conf'), RABBITMQ_CONF)
-    changed |= write_config(pathlib.Path('/etc/rabbitmq/rabbitmq-env.conf'), RABBITMQ_ENV, append=True)
-    running = rabbitmqctl('status', check=False).returncode == 0
-    if changed and running:
-        service('rabbitmq-server', 'restart')
-    elif not running:
+    blocks = [(pathlib.Path('/etc/rabbitmq/rabbitmq.conf'), RABBITMQ_CONF, False),
+              (pathlib.Path('/etc/rabbitmq/rabbitmq-env.conf'), RABBITMQ_ENV, True)]
+    missing = [block for block in blocks if not block[0].exists() or block[1] not in block[0].read_text()]
+    # `pgrep`, not `rabbitmqctl status`: a node started under another NODENAME (Debian's postinst) counts too.
+    running = run(['pgrep', '-u', 'rabbitmq', '-x', 'beam.smp'], check=False).returncode == 0
+    if missing and running:
+        service('rabbitmq-server', 'stop')  # with the old node name, before rabbitmq-env.conf changes it
+        run(['epmd', '-kill'], check=False)  # the port mapper outlives the node, still bound to every interface
+        running = False
+    for path, text, append in missing:
+        write_config(path, text, append=append)
+    if not running:
         service('rabbitmq-server', 'start')
     rabbitmqctl('await_startup')
     return RABBITMQ_PORT
