@@ -60,3 +60,43 @@ def datasets_fed_by(calculation: orm.CalcJobNode) -> list[DatasetData]:
     """Every dataset that contains results of `calculation`, directly or by extending one that does."""
     direct = _path({}, {'id': calculation.pk}, 'dataset').all(flat=True)
     return sorted(_closure(direct, 'newer').values(), key=lambda node: node.ctime)
+
+
+def why_labelled(dataset: DatasetData, configuration_index: int) -> dict:
+    """Why the configuration with `configuration_index` in `dataset` was labelled, read from the provenance graph.
+
+    Row -> its ABINIT calculation -> the labelling work chain that ran it -> that work chain's
+    `configurations` input -> the calcfunction that made it: a sampler (an initial sample, with its
+    inputs) or an active-learning round's `score_pool` (the pick's rank, score and rule, and the round).
+    """
+    indices = list(dataset.get_array('configuration_index'))
+    if configuration_index not in indices:
+        raise ValueError(f'configuration {configuration_index} is not in dataset <{dataset.pk}>.')
+    row = indices.index(configuration_index)
+    calculation = orm.load_node(dataset.base.attributes.get('calculations')[row])
+    labels = calculation.caller.caller if calculation.caller is not None else None
+    if labels is None or 'configurations' not in labels.inputs:
+        return {'configuration_index': configuration_index, 'calculation': calculation.pk, 'reason': 'labelled outside a labelling work chain'}
+    source = labels.inputs.configurations.creator
+    answer = {'configuration_index': configuration_index, 'calculation': calculation.pk, 'labelling': labels.pk}
+    if source is None:
+        return {**answer, 'reason': 'given by hand (the configurations node has no creator)'}
+    if source.process_label == 'score_pool':
+        decisions = source.outputs.decisions.get_dict()
+        pick = next(p for p in decisions['picks'] if p['configuration_index'] == configuration_index)
+        campaign = source.caller
+        round_number = sorted(n.pk for n in campaign.called if n.process_label == 'score_pool').index(source.pk) + 1
+        return {**answer, 'reason': 'active learning pick', 'campaign': campaign.pk, 'round': round_number,
+                'score_pool': source.pk, **pick, 'trust': decisions['trust']}
+    inputs = {link.link_label: link.node for link in source.base.links.get_incoming().all()}
+    return {**answer, 'reason': f'sampled by {source.process_label}', 'sampler': source.pk,
+            'sampler_inputs': {key: node.value for key, node in inputs.items() if hasattr(node, 'value')}}
+
+
+def campaign_rounds(campaign) -> list[dict]:
+    """The round table of an active-learning campaign, finished or still running (from its `record_round` steps)."""
+    if 'rounds' in campaign.outputs:
+        return campaign.outputs.rounds.get_dict()['rounds']
+    records = sorted((n for n in campaign.called if n.process_label == 'record_round' and 'result' in n.outputs),
+                     key=lambda n: n.ctime)
+    return [n.outputs.result.get_dict() for n in records]

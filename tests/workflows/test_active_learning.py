@@ -29,7 +29,7 @@ def bn_campaign(abinit_code, python_code, bn_structure, **settings):
 @pytest.mark.slow
 def test_two_round_bn_campaign_records_every_decision(abinit_code, pseudo_families, python_code, bn_structure):
     builder = bn_campaign(abinit_code, python_code, bn_structure, batch_size=orm.Int(2), max_rounds=orm.Int(2),
-                          budget=orm.Int(20), trust=orm.Dict({'lo': 1e-6, 'hi': 1e6}))
+                          budget=orm.Int(20), trust=orm.Dict({'lo': 1e-6, 'hi': 1e9, 'mode': 'calibrated'}))
     results, node = run_get_node(builder)
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
     assert results['stop_reason'].value.startswith('round limit')
@@ -47,4 +47,85 @@ def test_two_round_bn_campaign_records_every_decision(abinit_code, pseudo_famili
     assert min(picks) >= 5  # pool indices start past the initial ones
     first = scored[0].outputs.decisions.get_dict()
     assert [p['rank'] for p in first['picks']][0] == 0 and first['picks'][0]['score'] >= first['picks'][1]['score']
+    # calibrated mode: round 1 has nothing to calibrate on; round 2 fits spread -> error on round 1's two picks
+    assert first['calibration'] is None and first['trust']['unit'] == 'spread / label scale'
+    second = scored[1].outputs.decisions.get_dict()
+    assert second['calibration']['rows'] == 2 and second['calibration']['factor'] > 0
+    assert second['trust']['unit'] == 'expected relative error'
 
+
+
+_START = {}
+
+
+@pytest.fixture
+def bn_start(abinit_code, pseudo_families, bn_structure):
+    """Five labelled BN configurations (and the reference's labels), computed once per test session."""
+    from aiida_mlresponse.workflows.labels import LabelsWorkChain
+
+    if not _START:
+        initial = sample_displacement_configurations(bn_structure, orm.Float(0.01), orm.Int(5), orm.Int(1))
+        results, node = run_get_node(LabelsWorkChain.get_builder_from_protocol(
+            abinit_code, initial, 'response', reference=bn_structure, protocol='test'))
+        assert node.is_finished_ok, node.exit_status
+        _START.update(dataset=results['dataset'].pk, reference_arrays=results['reference_arrays'].pk)
+    return orm.load_node(_START['dataset']), orm.load_node(_START['reference_arrays'])
+
+
+def started_campaign(abinit_code, python_code, bn_structure, bn_start, pool, **settings):
+    builder = bn_campaign(abinit_code, python_code, bn_structure, targets=orm.List(['dielectric']), pool=pool, **settings)
+    builder.pop('initial')
+    builder.dataset, builder.labelling.reference_arrays = bn_start
+    return builder
+
+
+def bn_pool(bn_structure, count=30, too_close=False):
+    pool = sample_displacement_configurations(bn_structure, orm.Float(0.03), orm.Int(count), orm.Int(3))
+    if not too_close:
+        return pool
+    positions = pool.get_array('positions')
+    positions[0, 1] = positions[0, 0] + [0.2, 0.0, 0.0]  # 0.2 Å apart: no ABINIT run may start from this
+    bad = orm.ArrayData()
+    bad.set_array('positions', positions)
+    return bad
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('settings, reason', [
+    ({'budget': orm.Int(5)}, 'budget spent'),
+    ({'trust': orm.Dict({'lo': 1e6, 'hi': 1e7})}, 'accurate ratio'),
+    ({'trust': orm.Dict({'lo': 0.0, 'hi': 1e-12}), 'accurate_ratio': orm.Float(1.0)}, 'no candidate left'),
+])
+def test_stop_rules_after_one_round(abinit_code, python_code, bn_structure, bn_start, settings, reason):
+    pool = bn_pool(bn_structure, too_close=True)
+    results, node = run_get_node(started_campaign(abinit_code, python_code, bn_structure, bn_start, pool, **settings))
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    assert results['stop_reason'].value.startswith(reason)
+    assert not [n for n in node.called if n.process_label == 'LabelsWorkChain']  # no ABINIT run
+    decisions = [n for n in node.called if n.process_label == 'score_pool'][0].outputs.decisions.get_dict()
+    assert decisions['pool'] == 30 and sum(decisions['counts'].values()) == 30
+    if reason != 'accurate ratio':  # a learned candidate is not checked against the physics rules
+        assert decisions['rejected'] == [{'configuration_index': 5, 'reasons': ['atoms 0.200 apart < 0.5']}]
+    assert results['rounds'].get_dict()['rounds'][0]['labels'] == 5
+
+
+@pytest.mark.slow
+def test_property_convergence_stops_and_every_label_is_explained(abinit_code, python_code, bn_structure, bn_start):
+    from aiida_mlresponse.workflows.provenance import campaign_rounds, why_labelled
+
+    builder = started_campaign(abinit_code, python_code, bn_structure, bn_start, bn_pool(bn_structure),
+                               batch_size=orm.Int(1), max_rounds=orm.Int(4), property_tolerance=orm.Float(1e6),
+                               trust=orm.Dict({'lo': 1e-9, 'hi': 1e9}))
+    results, node = run_get_node(builder)
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    assert results['stop_reason'].value.startswith('property converged')
+    dataset = results['dataset']
+    assert dataset.size == 6
+    pick = int(dataset.get_array('configuration_index')[-1])
+    answer = why_labelled(dataset, pick)
+    assert answer['reason'] == 'active learning pick' and answer['campaign'] == node.pk and answer['round'] == 1
+    assert answer['rank'] == 0 and answer['rule'].startswith('highest score')
+    initial = why_labelled(dataset, 0)
+    assert initial['reason'] == 'sampled by sample_displacement_configurations' and initial['sampler_inputs']['seed'] == 1
+    rounds = campaign_rounds(node)
+    assert [r['round'] for r in rounds] == [1, 2] and 0 <= rounds[0]['overhead_fraction'] <= 1
