@@ -95,3 +95,47 @@ def campaign_repair(workers, watch_seconds, stall_after):
         restarts = watch(profile, broker, watch_seconds, stall_after)
         left = active_processes()
         click.echo(f'watched   {restarts} stall restart(s); {len(left)} process(es) still active')
+
+
+@campaign.command('show')
+@click.argument('identifier')
+def campaign_show(identifier):
+    """The round table of the active-learning campaign IDENTIFIER (pk or uuid), finished or running."""
+    from aiida import orm
+
+    from aiida_mlresponse.workflows.provenance import campaign_rounds
+
+    from .arguments import load_node
+
+    node = load_node(identifier, orm.WorkflowNode, 'work chain')
+    if node.process_label != 'ActiveLearningWorkChain':
+        raise click.ClickException(f'node {identifier} is a {node.process_label}, not an ActiveLearningWorkChain.')
+    rows = campaign_rounds(node)
+    click.echo(f'{node.process_label}<{node.pk}> {node.label or ""} [{node.process_state.value}]'
+               + (f': {node.outputs.stop_reason.value}' if 'stop_reason' in node.outputs else ''))
+    head = f'{"round":>5} {"labels":>6} {"<lo":>6} {"picked":>6} {"reject":>6} {"train s":>8} {"score s":>8} {"DFT s":>8} {"wall s":>8} {"ovh":>5}  test MAE / max'
+    click.echo(head)
+    for row in rows:
+        errors = '; '.join(f'{c} {e["mae"]:.3g} / {e["max"]:.3g}' for c, e in row.get('test_errors', {}).items() if isinstance(e, dict))
+        click.echo(f'{row["round"]:>5} {row["labels"]:>6} {row["fraction_below_lo"]:>6.3f} {row["picked"]:>6} {row["rejected"]:>6} '
+                   f'{row.get("training_seconds", 0):>8.1f} {row.get("scoring_seconds", 0):>8.1f} {row.get("dft_seconds", 0):>8.1f} '
+                   f'{row["wall_seconds"]:>8.1f} {row["overhead_fraction"]:>5.2f}  {errors}')
+
+
+@campaign.command('why')
+@click.argument('dataset')
+@click.argument('index', type=int)
+def campaign_why(dataset, index):
+    """Why the configuration INDEX (its `configuration_index`) of DATASET was labelled."""
+    from aiida_mlresponse.data.dataset import DatasetData
+    from aiida_mlresponse.workflows.provenance import why_labelled
+
+    from .arguments import load_node
+
+    node = load_node(dataset, DatasetData, 'DatasetData')
+    try:
+        answer = why_labelled(node, index)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    for key, value in answer.items():
+        click.echo(f'{key:>20}: {value}')

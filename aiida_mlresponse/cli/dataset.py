@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from . import cli
+from .arguments import existing_file, load_node
 
 
 @cli.group()
@@ -17,20 +18,15 @@ def dataset():
 @click.argument('output', type=click.Path(dir_okay=False, writable=True))
 def dataset_export(identifier, output):
     """Write the DatasetData IDENTIFIER (pk or uuid) to OUTPUT (.npz)."""
-    from aiida import load_profile, orm
-
     from aiida_mlresponse.data.dataset import DatasetData
 
-    load_profile()
-    node = orm.load_node(identifier)
-    if not isinstance(node, DatasetData):
-        raise click.ClickException(f'node {identifier} is a {type(node).__name__}, not a DatasetData.')
+    node = load_node(identifier, DatasetData, 'DatasetData')
     path = node.export_npz(output)
     click.echo(f'{node.kind} dataset <{node.pk}>: {node.size} rows, columns {", ".join(sorted(node.get_arraynames()))} -> {path}')
 
 
 @dataset.command('import')
-@click.argument('path', type=click.Path(exists=True, dir_okay=False))
+@click.argument('path')
 @click.option('--label', default=None, help='Label of the new node.')
 def dataset_import(path, label):
     """Store the dataset file PATH as a new DatasetData node (refused if it does not match its kind's schema)."""
@@ -39,6 +35,7 @@ def dataset_import(path, label):
     from aiida_mlresponse.data.dataset import DatasetData
     from aiida_mlresponse.data.schema import SchemaError
 
+    path = existing_file(path, 'dataset file')
     load_profile()
     try:
         node = DatasetData.from_npz(path)

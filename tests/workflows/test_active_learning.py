@@ -92,12 +92,14 @@ def bn_pool(bn_structure, count=30, too_close=False):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('settings, reason', [
-    ({'budget': orm.Int(5)}, 'budget spent'),
-    ({'trust': orm.Dict({'lo': 1e6, 'hi': 1e7})}, 'accurate ratio'),
-    ({'trust': orm.Dict({'lo': 0.0, 'hi': 1e-12}), 'accurate_ratio': orm.Float(1.0)}, 'no candidate left'),
+    ({'budget': 5}, 'budget spent'),
+    ({'trust': {'lo': 1e6, 'hi': 1e7}}, 'accurate ratio'),
+    ({'trust': {'lo': 0.0, 'hi': 1e-12}, 'accurate_ratio': 1.0}, 'no candidate left'),
 ])
 def test_stop_rules_after_one_round(abinit_code, python_code, bn_structure, bn_start, settings, reason):
     pool = bn_pool(bn_structure, too_close=True)
+    nodes = {int: orm.Int, float: orm.Float, dict: orm.Dict}
+    settings = {key: nodes[type(value)](value) for key, value in settings.items()}
     results, node = run_get_node(started_campaign(abinit_code, python_code, bn_structure, bn_start, pool, **settings))
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
     assert results['stop_reason'].value.startswith(reason)
@@ -129,3 +131,49 @@ def test_property_convergence_stops_and_every_label_is_explained(abinit_code, py
     assert initial['reason'] == 'sampled by sample_displacement_configurations' and initial['sampler_inputs']['seed'] == 1
     rounds = campaign_rounds(node)
     assert [r['round'] for r in rounds] == [1, 2] and 0 <= rounds[0]['overhead_fraction'] <= 1
+
+    from click.testing import CliRunner
+
+    from aiida_mlresponse.cli import cli
+
+    shown = CliRunner().invoke(cli, ['campaign', 'show', str(node.pk)])
+    assert shown.exit_code == 0 and 'property converged' in shown.output, shown.output
+    assert [line.split()[0] for line in shown.output.splitlines()[2:]] == ['1', '2']
+    why = CliRunner().invoke(cli, ['campaign', 'why', str(dataset.pk), str(pick)])
+    assert why.exit_code == 0 and 'active learning pick' in why.output, why.output
+
+
+TINY_PCAMLP = {'hyperparameters': {'n_members': 2, 'pca_components': 3, 'scalar_hidden': [8], 'field_hidden': [8]},
+               'epochs': 20, 'lbfgs_iterations': 10, 'field_epochs': 10, 'field_lbfgs_iterations': 10, 'log_every': 10}
+
+
+@pytest.mark.slow
+def test_two_round_mg_campaign(abinit_code, pseudo_families, python_code):
+    from aiida_mlresponse.workflows.labels import sample_deformation_configurations
+
+    builder = ActiveLearningWorkChain.get_builder()
+    builder.labelling.code = abinit_code
+    builder.labelling.protocol = orm.Str('test')
+    builder.labelling.warm_start = orm.Bool(True)
+    builder.model_kind = orm.Str('pcamlp')
+    builder.hyperparameters = orm.Dict(TINY_PCAMLP)
+    builder.training_code = python_code
+    builder.initial = sample_deformation_configurations(orm.Int(6), orm.Int(11), orm.Float(0.03), orm.Float(2.0))
+    builder.pool = sample_deformation_configurations(orm.Int(40), orm.Int(12), orm.Float(0.05), orm.Float(3.0))
+    builder.batch_size = orm.Int(2)
+    builder.max_rounds = orm.Int(2)
+    builder.trust = orm.Dict({'lo': 1e-9, 'hi': 1e9})
+    results, node = run_get_node(builder)
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    assert results['stop_reason'].value.startswith('round limit')
+    dataset = results['dataset']
+    assert dataset.kind == 'mg_strain' and dataset.size == 10 and set(results['models']) == {'pcamlp'}
+    decisions = [n for n in node.called if n.process_label == 'score_pool'][0].outputs.decisions.get_dict()
+    assert set(decisions['scales']) == {'free_energy', 'R'} and len(decisions['picks']) == 2
+    # the picks are the deformations of the pool rows they name
+    pool = [n for n in node.called if n.process_label == 'index_pool'][0].outputs.result
+    picked = [p['configuration_index'] for p in decisions['picks']]
+    rows = [int(np.flatnonzero(pool.get_array('configuration_index') == i)[0]) for i in picked]
+    labelled = dataset.get_array('configuration_index').tolist()
+    np.testing.assert_allclose(dataset.get_array('deformation')[[labelled.index(i) for i in picked]],
+                               pool.get_array('deformations')[rows], atol=1e-8)

@@ -1,0 +1,8 @@
+"""Active-learning campaign, gaas (see `aiida_mlresponse.workflows.campaigns` for the preset):
+
+    verdi run workchains/run_gaas_campaign.py [--protocol fast] [--budget N] [--seed 0] [--daemon]
+"""
+
+from aiida_mlresponse.workflows.campaigns import launch
+
+launch('gaas')
