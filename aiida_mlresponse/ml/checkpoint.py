@@ -34,9 +34,11 @@ FORMAT = 'aiida-mlresponse-model'
 VERSION = 2
 
 
-def _check_json(value, what: str):
+def _plain_json(value, what: str):
+    """`value` as plain Python (a JSON round trip): numpy scalars pass `json.dumps` as floats but would be
+    pickled as numpy objects, which a weights-only load refuses."""
     try:
-        json.dumps(value)
+        return json.loads(json.dumps(value))
     except TypeError as error:
         raise TypeError(f'{what} must be JSON-able (plain numbers, strings, lists, dicts): {error}') from error
 
@@ -47,8 +49,8 @@ def save(path, model: torch.nn.Module, kind: str | None = None, hyperparameters:
     kind = kind or getattr(model, 'kind')
     hyperparameters = hyperparameters if hyperparameters is not None else getattr(model, 'hyperparameters')
     builder(kind)  # fail now, not at load time, for an unregistered kind
-    _check_json(hyperparameters, 'hyperparameters')
-    _check_json(metadata or {}, 'metadata')
+    hyperparameters = _plain_json(hyperparameters, 'hyperparameters')
+    metadata = _plain_json(metadata or {}, 'metadata')
     state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
     payload = {
         'format': FORMAT, 'version': VERSION, 'kind': kind, 'hyperparameters': hyperparameters,

@@ -56,3 +56,16 @@ def test_pcamlp_file(expected, tmp_path, version):
     assert set(prediction) == names
     for name in names:
         np.testing.assert_array_equal(prediction[name], expected[f'pcamlp_{name}'].numpy(), err_msg=name)
+
+
+def test_numpy_scalars_in_metadata_are_saved_as_plain_numbers(tmp_path):
+    """np.float64 passes json.dumps but pickles as a numpy object, which weights-only loading refuses."""
+    import numpy as np
+
+    from aiida_mlresponse.ml import checkpoint
+    from aiida_mlresponse.ml.pcamlp.model import build, default_hyperparameters
+
+    model = build(default_hyperparameters(field_shape=[2, 2, 2], fields=[], pca_dims={}))
+    path = checkpoint.save(tmp_path / 'm.pt', model, metadata={'weight': np.float64(0.5), 'n': 3})
+    payload = checkpoint.read(path)
+    assert payload['metadata'] == {'weight': 0.5, 'n': 3} and type(payload['metadata']['weight']) is float
