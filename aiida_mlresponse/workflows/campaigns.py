@@ -62,6 +62,26 @@ def campaign_builder(system: str, abinit_code, training_code, protocol: str = 'f
     return builder
 
 
+#: CalcJobs whose finished runs a restarted campaign reuses instead of running again (AiiDA caching)
+CACHED_CALCULATIONS = ('aiida.calculations:mlresponse.abinit.response', 'aiida.calculations:mlresponse.abinit.mg_relax',
+                       'aiida.calculations:mlresponse.train')
+
+
+def enable_caching() -> list[str]:
+    """Turn on caching of the package's CalcJobs for the current profile (a campaign run again after a
+    hard stop reuses every finished ABINIT run and training); returns the identifiers added."""
+    from aiida.manage import get_manager
+    from aiida.manage.configuration import get_config
+
+    config, profile = get_config(), get_manager().get_profile()
+    enabled = list(config.get_option('caching.enabled_for', scope=profile.name))
+    added = [identifier for identifier in CACHED_CALCULATIONS if identifier not in enabled]
+    if added:
+        config.set_option('caching.enabled_for', enabled + added, scope=profile.name)
+        config.store()
+    return added
+
+
 def launch(system: str, argv=None):
     """The body of the `workchains/run_<system>_campaign.py` scripts: parse options, run or submit, print."""
     import argparse
@@ -78,6 +98,10 @@ def launch(system: str, argv=None):
     parser.add_argument('--training-code', default='mlresponse-python@localhost')
     parser.add_argument('--daemon', action='store_true', help='submit to the daemon and return')
     args = parser.parse_args(argv)
+    added = enable_caching()
+    if added:
+        print(f'caching enabled for {", ".join(added)} in this profile (`verdi config show caching.enabled_for`): '
+              'a campaign started again reuses finished ABINIT runs and trainings')
     builder = campaign_builder(system, orm.load_code(args.code), orm.load_code(args.training_code),
                                protocol=args.protocol, budget=args.budget, seed=args.seed)
     if args.daemon:
