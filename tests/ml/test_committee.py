@@ -150,7 +150,7 @@ def test_fit_committee_on_real_configurations(tmp_path):
     lines = []
     committee, results = fit_committee(
         data.positions[train], data.cell, data.numbers, targets[train], 'polarization',
-        hyperparameters={'n_members': 2, 'head': {'degrees': [1, 2, 3], 'folds': 4, 'components': []},
+        hyperparameters={'n_members': 2, 'cnn': True, 'head': {'degrees': [1, 2, 3], 'folds': 4, 'components': []},
                          'training': {'epochs': 4, 'batch_size': 16, 'log_every': 1}},
         log=lines.append, seed=3)
     fit = committee.hyperparameters['fit']
@@ -209,7 +209,7 @@ def test_committee_falls_back_to_its_head_where_the_cnn_cannot_help():
     train, test = np.arange(80), np.arange(80, 100)
     committee, results = fit_committee(
         data.positions[train], data.cell, data.numbers, targets[train], 'polarization',
-        hyperparameters={'n_members': 2, 'head': {'degrees': [1], 'components': []}, 'member': {'linear_head': False},
+        hyperparameters={'n_members': 2, 'cnn': True, 'head': {'degrees': [1], 'components': []}, 'member': {'linear_head': False},
                          'training': {'epochs': 15, 'batch_size': 8, 'learning_rate': 3e-3, 'patience': 100,
                                       'log_every': 0}}, log=None)
     for result in results:

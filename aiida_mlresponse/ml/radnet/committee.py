@@ -113,12 +113,47 @@ class Committee(nn.Module):
         return self.mean_and_members(cubes, positions)[1]
 
     def mean_and_members(self, cubes: torch.Tensor, positions: torch.Tensor | None = None):
-        """(committee mean (B, n_outputs), members' predictions (K, B, n_outputs)), float64, differentiable."""
-        corrections = torch.stack([member.residual_weight * member.correction(cubes) for member in self.members])
-        members = corrections + torch.stack([member.heads(cubes, positions) for member in self.members])
+        """(committee mean (B, n_outputs), members' predictions (K, B, n_outputs)), float64, differentiable.
+
+        Two shortcuts that change no number: members whose CNN weights are all 0 (committees fitted without CNN)
+        skip their CNNs, and cube polynomials that share one projection (`fit.train_committee`'s
+        ``shared_projection``) project the cubes once.
+        """
+        features = self._shared_polynomial_features(cubes)
+        heads = torch.stack([self._heads(member, cubes, positions, features) for member in self.members])
+        if self.cnn_off():
+            corrections, members = None, heads
+        else:
+            corrections = torch.stack([member.residual_weight * member.correction(cubes) for member in self.members])
+            members = corrections + heads
         if self.central is None:
             return members.mean(dim=0), members
-        return self.central(cubes, positions) + self.central.correction_weight * corrections.mean(dim=0), members
+        mean = self._heads(self.central, cubes, positions, features)
+        if corrections is None:
+            return mean, members
+        return mean + self.central.correction_weight * corrections.mean(dim=0), members
+
+    def cnn_off(self) -> bool:
+        """True when every member's CNN weight is 0: the CNNs add exactly nothing and are not evaluated."""
+        return not any(bool(member.residual_weight.any()) for member in self.members)
+
+    def _shared_polynomial_features(self, cubes: torch.Tensor):
+        """`CubePolynomial.features` once for all the cube polynomials when they share one projection, else None."""
+        polynomials = [m.polynomial for m in [self.central, *self.members] if m is not None and m.polynomial is not None]
+        if len(polynomials) < 2:
+            return None
+        shared = self._cached('shared_projection', polynomials, lambda: all(
+            torch.equal(p.input_mean, polynomials[0].input_mean) and torch.equal(p.input_scale, polynomials[0].input_scale)
+            and torch.equal(p.projection, polynomials[0].projection) for p in polynomials))
+        return polynomials[0].features(cubes) if shared else None
+
+    @staticmethod
+    def _heads(model, cubes, positions, features):
+        """model.heads(cubes, positions) (a member or the central heads), with precomputed polynomial features."""
+        if features is None or model.polynomial is None:
+            return model(cubes, positions) if isinstance(model, CentralHeads) else model.heads(cubes, positions)
+        value = features @ model.polynomial.coefficients + model.polynomial.intercept
+        return value + model.taylor(positions) if model.taylor is not None else value
 
     def predict(self, cubes, positions=None):
         """(mean, spread): the committee mean and the members' standard deviation (ddof 1), (B, n_outputs) float64."""

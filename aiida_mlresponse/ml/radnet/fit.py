@@ -38,9 +38,10 @@ from .. import checkpoint
 from ..common import standardization, tensor_to_voigt
 from .committee import DEFAULT_DENSITY, Committee, atom_cubes_from
 from .hdf5 import TARGETS
-from .heads import fit_heads, select_heads
+from .calibration import fit_spread_calibration
+from .heads import fit_heads, fit_projection, select_heads
 from .network import RadNet, complete_hyperparameters
-from .training_loop import TrainingConfig, train
+from .training_loop import TrainingConfig, TrainingResult, train
 
 
 def resample(n: int, seed: int, resampling: str = 'bootstrap', holdout: float = 0.2):
@@ -94,6 +95,16 @@ def least_squares_weight(correction, residual) -> np.ndarray:
     return np.clip(weight, 0.0, 1.0)
 
 
+def committee_spread(committee: Committee, cubes: torch.Tensor, positions, chunk: int = 256) -> np.ndarray:
+    """The members' standard deviation (n, n_outputs) on the given configurations' cubes."""
+    spreads = []
+    with torch.no_grad():
+        for start in range(0, len(cubes), chunk):
+            rows = slice(start, start + chunk)
+            spreads.append(committee.predict(cubes[rows], torch.as_tensor(np.asarray(positions)[rows]))[1].numpy())
+    return np.concatenate(spreads)
+
+
 def train_member(model: RadNet, cubes: torch.Tensor, residual: np.ndarray, train_indices, validation_indices,
                  config: TrainingConfig, log=print, description=''):
     """Fit one RadNet's CNN in place on cubes (M, N, 1, n, n, n) and the targets left to it, `residual` (M, K).
@@ -121,7 +132,8 @@ def train_member(model: RadNet, cubes: torch.Tensor, residual: np.ndarray, train
 def train_committee(cubes: torch.Tensor, positions, targets, cell, n_members: int = 4,
                     member_hyperparameters: dict | None = None, density: dict | None = None,
                     config: TrainingConfig | None = None, resampling: str = 'bootstrap', holdout: float = 0.2,
-                    target: str | None = None, log=print, seed: int = 0, folds: int = 5, shrink: bool = True):
+                    target: str | None = None, log=print, seed: int = 0, folds: int = 5, shrink: bool = True,
+                    cnn: bool = True, shared_projection: bool = False, coverage: float | None = None):
     """Train a committee on all the configurations given (the caller keeps its own test set apart).
 
     With ``member_hyperparameters['taylor'] = {'degree': d, 'n_atoms': N, 'alpha': a}`` and/or
@@ -131,6 +143,12 @@ def train_committee(cubes: torch.Tensor, positions, targets, cell, n_members: in
     the configurations (the heads of its mean). Without heads the CNN learns the targets themselves
     and is not shrunk. Returns (committee, results): one `training_loop.TrainingResult` per member, whose
     ``summary`` holds the member's validation MAE with and without its CNN and its weights w.
+
+    Without `cnn` the members are their heads (no CNN trained, weights 0: `Committee` then never evaluates a CNN).
+    With `shared_projection` every cube polynomial (central and members') projects on the principal directions
+    of all the configurations' cubes, so a prediction projects each cube once; members then differ by their
+    coefficients only. With `coverage` (needs heads), ``committee.hyperparameters['spread_calibration']`` holds
+    `calibration.fit_spread_calibration` of the central heads' out-of-fold residuals against the members' spread.
     """
     config = config or TrainingConfig()
     member_hp = complete_hyperparameters(member_hyperparameters)
@@ -138,6 +156,11 @@ def train_committee(cubes: torch.Tensor, positions, targets, cell, n_members: in
     targets = np.asarray(targets, dtype=float)
     positions = np.asarray(positions, dtype=float)
     with_heads = bool(member_hp['taylor'] or member_hp['polynomial'])
+    if not (cnn or with_heads):
+        raise ValueError('a committee without CNN needs heads (Taylor or cube polynomial)')
+    principal = None
+    if shared_projection and member_hp['polynomial']:
+        principal = fit_projection(cubes, member_hp['polynomial']['components'], targets.shape[1])
     committee = Committee({'n_members': n_members, 'member': member_hp, 'density': density, 'target': target,
                            'resampling': resampling, 'training': config.as_dict(), 'seed': seed,
                            'central': with_heads})
@@ -145,7 +168,7 @@ def train_committee(cubes: torch.Tensor, positions, targets, cell, n_members: in
         # The heads of the committee mean, fitted on all the configurations (see `Committee`), and their
         # out-of-fold residuals, against which the members' mean correction is weighted below.
         head, polynomial, central_residual = fit_heads(positions, cubes, targets, cell, member_hp['taylor'],
-                                                       member_hp['polynomial'], folds, seed)
+                                                       member_hp['polynomial'], folds, seed, projection=principal)
         committee.central.set_from(head, polynomial)
         held_out_correction = np.zeros_like(targets)
         held_out_count = np.zeros(len(targets))
@@ -162,7 +185,7 @@ def train_committee(cubes: torch.Tensor, positions, targets, cell, n_members: in
             # residuals on its validation part (so members differ where the heads are uncertain).
             head, polynomial, train_residual = fit_heads(
                 positions[train_indices], cubes[train_indices], targets[train_indices], cell, member_hp['taylor'],
-                member_hp['polynomial'], folds, member_seed)
+                member_hp['polynomial'], folds if cnn else 0, member_seed, projection=principal)
             if head is not None:
                 member.taylor.set_from(head)
             if polynomial is not None:
@@ -179,6 +202,13 @@ def train_committee(cubes: torch.Tensor, positions, targets, cell, n_members: in
                 log(f'[member {k + 1}/{n_members}] heads: Taylor {member_hp["taylor"]}, cube polynomial '
                     f'{member_hp["polynomial"]}: out-of-fold MAE {np.abs(train_residual).mean():.4e} ({folds} folds), '
                     f'validation MAE {np.abs(residual[validation_indices]).mean():.4e}')
+        if not cnn:  # the member is its heads, and so is the mean
+            with torch.no_grad():
+                member.residual_weight.zero_()
+                committee.central.correction_weight.zero_()
+            results.append(TrainingResult(-1, float('nan'), [], False, 0.0, {
+                'validation_mae_head': float(np.abs(residual[validation_indices]).mean())}))
+            continue
         member_config = copy.copy(config)
         member_config.seed = member_seed
         start = time.perf_counter()
@@ -210,7 +240,15 @@ def train_committee(cubes: torch.Tensor, positions, targets, cell, n_members: in
                 f'validation MAE head {summary["validation_mae_head"]:.4e}, with CNN '
                 f'{summary["validation_mae_unshrunk"]:.4e}, shrunk {summary["validation_mae"]:.4e}{weights}; '
                 f'{time.perf_counter() - start:.1f} s')
-    if with_heads:
+    if with_heads and coverage is not None:
+        spread = committee_spread(committee, cubes, positions)
+        committee.hyperparameters['spread_calibration'] = fit_spread_calibration(central_residual, spread, coverage)
+        if log:
+            calibration = committee.hyperparameters['spread_calibration']
+            log(f'spread calibration on {len(targets)} out-of-fold residuals: scale '
+                f'{", ".join(f"{a:.3g}" for a in calibration["scale"])}, floor '
+                f'{", ".join(f"{b:.3g}" for b in calibration["floor"])}')
+    if with_heads and cnn:
         # Out-of-bag weight of the mean correction: on each configuration held out by some member, those members'
         # mean correction against the central heads' out-of-fold residual (in-sample if folds < 2).
         seen = held_out_count > 0
@@ -226,9 +264,18 @@ def train_committee(cubes: torch.Tensor, positions, targets, cell, n_members: in
 
 #: Defaults of `fit_committee` (every key may be overridden; nested dicts are merged key by key).
 DEFAULT_FIT_HYPERPARAMETERS = {
-    'n_members': 3,
-    'resampling': 'split',  # each member: 'split' (train on 1 - holdout, early-stop on holdout) or 'bootstrap'
+    # Members: each a bootstrap resample of the configurations with its own heads (what makes them disagree where
+    # the data are thin); 'split': train on 1 - holdout, validate on holdout (before 2026-11: 3 split members).
+    'n_members': 8,
+    'resampling': 'bootstrap',
     'holdout': 0.2,
+    # Train each member's CNN correction on its heads' residuals. False: the members are their heads (the CNN's
+    # out-of-bag weight was 0 on all four radnet tasks, benchmarks/active_learning.py), ~10x faster to fit and
+    # to predict.
+    'cnn': False,
+    # Calibrate the spread (`calibration.py`): this fraction of the out-of-fold errors within 2 calibrated σ
+    # (None: the members' standard deviation as it is).
+    'coverage': 0.9,
     # The per-atom CNN (network.complete_hyperparameters: preset tiny/light/paper, cube_size, linear_head, dtype).
     'member': {'preset': 'tiny', 'cube_size': 9, 'linear_head': True, 'dtype': 'float32'},
     # Density cubes (Bohr; the number of voxels per edge is member.cube_size).
@@ -241,7 +288,9 @@ DEFAULT_FIT_HYPERPARAMETERS = {
     # with the lowest held-out MAE is the head ([] for components: Taylor heads only).
     'head': {'degrees': [1, 2, 3, 4, 5, 6, 7], 'alphas': [1e-10, 1e-8, 1e-6, 1e-4, 1e-2], 'max_terms': 1200,
              'components': [20, 40], 'polynomial_alphas': [1e-4, 1e-3, 1e-2, 1e-1, 1.0],
-             'selection_fraction': 0.25, 'folds': 5},
+             'selection_fraction': 0.25, 'folds': 5,
+             # one projection of the cubes (all the configurations') for the central and every member's polynomial
+             'shared_projection': True},
     # Shrink each member's CNN correction toward 0 by its least-squares weight on its validation set.
     'shrink': True,
     # training_loop.TrainingConfig fields (seed comes from the member).
@@ -344,7 +393,8 @@ def fit_committee(positions, cell, numbers, targets, target: str, hyperparameter
     committee, results = train_committee(
         cubes, positions, targets, cell, n_members=n_members, member_hyperparameters=member, density=density,
         config=config, resampling=hp['resampling'], holdout=hp['holdout'], target=target, log=log, seed=seed,
-        folds=hp['head']['folds'] if hp['head'] is not None else 0, shrink=bool(hp['shrink']))
+        folds=hp['head']['folds'] if hp['head'] is not None else 0, shrink=bool(hp['shrink']), cnn=bool(hp['cnn']),
+        shared_projection=bool(hp['head'] and hp['head']['shared_projection']), coverage=hp['coverage'])
     committee.hyperparameters['fit'] = dict(hp, chosen_head=chosen_head)
     return committee, results
 
@@ -364,11 +414,22 @@ def train_from_dataset(arrays: dict, attributes: dict, hyperparameters: dict, mo
     targets = arrays['polarization'] if target == 'polarization' else tensor_to_voigt(arrays['dielectric_tensor'])
     committee, results = fit_committee(positions, cell, numbers, np.asarray(targets, dtype=float), target,
                                        hyperparameters=hyperparameters, log=log, seed=seed)
+    metadata = model_metadata(committee, target, cell, numbers, len(positions))
+    curves = {f'member_{k}': result.curve_arrays() for k, result in enumerate(results)}
+    checkpoint.save(model_path, committee, metadata=metadata, curves=curves)
+
+
+def model_metadata(committee: Committee, target: str, cell, numbers, n_train: int) -> dict:
+    """The metadata of a committee's model file, with the spread calibration of the fit (if any) moved into it
+    from the committee's hyperparameters (`predict.predict_response` applies it)."""
     metadata = {
         'target': target,
         'units': {'positions': 'bohr', 'polarization': 'e/bohr^2', 'dielectric': 'dimensionless (Voigt xx yy zz yz xz xy)'}[
             'polarization' if target == 'polarization' else 'dielectric'],
-        'cell_bohr': cell.tolist(), 'atomic_numbers': numbers.tolist(), 'n_train': int(len(positions)),
+        'cell_bohr': np.asarray(cell, dtype=float).tolist(), 'atomic_numbers': np.asarray(numbers).tolist(),
+        'n_train': int(n_train),
     }
-    curves = {f'member_{k}': result.curve_arrays() for k, result in enumerate(results)}
-    checkpoint.save(model_path, committee, metadata=metadata, curves=curves)
+    calibration = committee.hyperparameters.pop('spread_calibration', None)
+    if calibration is not None:
+        metadata['spread_calibration'] = calibration
+    return metadata

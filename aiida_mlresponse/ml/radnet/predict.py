@@ -10,6 +10,7 @@ import torch
 
 from ...physics.born import impose_acoustic_sum_rule
 from ..common import voigt_to_tensor
+from .calibration import apply_spread_calibration
 from .committee import NeighbourCache
 from .derivatives import born_charges
 
@@ -36,7 +37,8 @@ def predict_response(committee, metadata: dict, positions, cell, numbers, with_b
     """Committee mean and spread for configurations (n, N, 3) Bohr of one cell (3, 3) Bohr.
 
     Returns arrays with the units of `metadata['target']`: P (n, 3) e/Bohr² or ε∞ (n, 3, 3), their
-    spreads (the members' standard deviation), and for a P model on request Z* (n, N, 3, 3) in e,
+    spreads (the members' standard deviation, calibrated by the metadata's ``spread_calibration`` when the model
+    file has one: `calibration.py`), and for a P model on request Z* (n, N, 3, 3) in e,
     acoustic sum rule imposed. The fast paths: values of many configurations in batches
     (`Committee.predict_positions`), Z* per configuration by `predict_structure` with one neighbour list for
     all (displaced copies of one cell); small cells on one torch thread. `reference_response` is the earlier
@@ -49,14 +51,16 @@ def predict_response(committee, metadata: dict, positions, cell, numbers, with_b
     with torch_threads(1 if len(numbers) <= SMALL_CELL_ATOMS else None):
         if not with_born_charges:
             mean, spread = committee.predict_positions(positions, cell, numbers)
+            spread = apply_spread_calibration(spread, metadata.get('spread_calibration'))
             if target == 'polarization':
                 return {'polarization': mean, 'polarization_spread': spread}
             return {'dielectric_tensor': voigt_to_tensor(mean), 'dielectric_tensor_spread': voigt_to_tensor(spread)}
         cache = NeighbourCache()
         each = [predict_structure({'polarization': committee}, configuration, cell, numbers, neighbour_cache=cache)
                 for configuration in positions]
-    return {key: np.stack([one[key] for one in each]) for key in ('polarization', 'polarization_spread',
-                                                                  'born_charges')}
+    out = {key: np.stack([one[key] for one in each]) for key in ('polarization', 'polarization_spread', 'born_charges')}
+    out['polarization_spread'] = apply_spread_calibration(out['polarization_spread'], metadata.get('spread_calibration'))
+    return out
 
 
 def reference_response(committee, metadata: dict, positions, cell, numbers, with_born_charges: bool = False) -> dict:

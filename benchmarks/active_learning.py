@@ -1,0 +1,237 @@
+"""Active learning against random sampling for radnet, and whether the committee's spread means something.
+
+Data: the shared radnet configurations (../shared/data/radnet: GaAs and BN, 800 each, with P and ε∞ computed
+once by the paper's authors), used as a pool with pre-computed labels. A label is read only after its row is
+picked. Committees are fitted by `ml.radnet.fit.fit_committee` (what `TrainingCalculation` runs), predicted by
+`ml.scoring.predict_columns` (what the work chain scores with), and every pick is `sampling.acquisition.plan_round`.
+
+Part ``spread``: per system and target, the configurations with the largest displacements (100, translation
+removed) are the "wide" test, 150 of the rest the held-out test, 550 the training set. The committee is fitted
+twice on the same rows: with the hyperparameters of before (3 members on 80 % splits, CNNs, no calibration) and
+with the package defaults; reported: test MAE, fraction of component errors within 2 σ, Spearman of spread
+against error over all (configuration, component) pairs and per configuration (largest of each), fit time.
+
+Part ``al``: per system, a test set covering the whole box uniformly in displacement size (10 equal-width bins of
+the displacement norm, up to 20 per bin: the tails are over-represented against the Gaussian sampling), the rest
+is the pool. Both arms start from the same random `initial` labels and add `batch` per round up to `budget`:
+random picks, or `plan_round` on the committees' (P and ε∞, relative spread) scores. Test MAE and max per round,
+and the labels each arm needs to reach random's final MAE and max.
+
+Usage:  nice -n 10 .venv/bin/python benchmarks/active_learning.py [--part spread al] [--systems BN GaAs]
+Writes benchmarks/results/active_learning.json (each part merged into it) and prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from aiida_mlresponse.ml.common import tensor_to_voigt  # noqa: E402
+from aiida_mlresponse.ml.radnet.fit import fit_committee, model_metadata  # noqa: E402
+from aiida_mlresponse.ml.radnet.hdf5 import load_radnet_h5  # noqa: E402
+from aiida_mlresponse.ml.scoring import errors_against_labels, predict_columns  # noqa: E402
+from aiida_mlresponse.physics.units import ANGSTROM_TO_BOHR  # noqa: E402
+from aiida_mlresponse.sampling import acquisition as acq  # noqa: E402
+
+DATA = ROOT.parent / 'shared' / 'data' / 'radnet'
+RESULTS = ROOT / 'benchmarks' / 'results' / 'active_learning.json'
+SYSTEMS = {'GaAs': 'GaAs.h5', 'BN': 'BN_cubic.h5'}
+COLUMNS = {'polarization': 'polarization', 'dielectric': 'dielectric_tensor'}
+#: the committee of before this benchmark (package defaults until 2026-11-30)
+BEFORE = {'n_members': 3, 'resampling': 'split', 'cnn': True, 'coverage': None, 'head': {'shared_projection': False}}
+
+
+def machine() -> dict:
+    cpu = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')),
+               'unknown')
+    return {'cpu': cpu, 'cores': os.cpu_count(), 'torch_threads': torch.get_num_threads(), 'torch': torch.__version__,
+            'python': platform.python_version(), 'load_average_at_end': list(os.getloadavg())}
+
+
+def displacement_norm(positions) -> np.ndarray:
+    delta = positions - positions.mean(axis=0)
+    delta -= delta.mean(axis=1, keepdims=True)
+    return np.sqrt((delta**2).sum(axis=(1, 2)))
+
+
+def fit(data, rows, target, hyperparameters, seed=0):
+    """(committee, model-file metadata, seconds) fitted on `rows` as the training CalcJob fits them."""
+    start = time.perf_counter()
+    committee, _ = fit_committee(data.positions[rows], data.cell, data.numbers, data.targets(target)[rows], target,
+                                 hyperparameters=hyperparameters, log=None, seed=seed)
+    metadata = model_metadata(committee, target, data.cell, data.numbers, len(rows))
+    return committee, metadata, time.perf_counter() - start
+
+
+def predict(committee, metadata, data, rows) -> dict:
+    return predict_columns('radnet_committee', committee, metadata, {'positions': data.positions[rows] / ANGSTROM_TO_BOHR})
+
+
+def labels(data, rows) -> dict:
+    return {'polarization': data.polarization[rows], 'dielectric_tensor': data.dielectric[rows]}
+
+
+def spread_quality(mean, spread, truth) -> dict:
+    """Coverage within 2 σ and Spearman of σ against |error|, over components and per configuration."""
+    to_rows = (lambda a: tensor_to_voigt(a)) if np.ndim(truth) == 3 else (lambda a: np.asarray(a))
+    error, sigma = np.abs(to_rows(mean) - to_rows(truth)), to_rows(spread)
+    return {'mae': float(error.mean()), 'max': float(error.max()), 'within_2_sigma': float((error <= 2 * sigma).mean()),
+            'spearman': float(spearmanr(sigma.ravel(), error.ravel())[0]),
+            'spearman_per_configuration': float(spearmanr(sigma.max(1), error.max(1))[0])}
+
+
+def run_spread(system, data, log) -> dict:
+    norm = displacement_norm(data.positions)
+    order = np.argsort(-norm)
+    wide, rest = order[:100], np.random.default_rng(0).permutation(order[100:])
+    test, train = rest[:150], np.sort(rest[150:])
+    out = {}
+    for target in ('polarization', 'dielectric'):
+        column = COLUMNS[target]
+        row = {'n_train': len(train), 'n_test': len(test), 'n_wide': len(wide)}
+        for name, hyperparameters in (('before', BEFORE), ('after', {})):
+            committee, metadata, seconds = fit(data, train, target, hyperparameters)
+            entry = {'fit_seconds': seconds}
+            for split, rows in (('test', test), ('wide', wide)):
+                mean, spread = predict(committee, metadata, data, rows)[column]
+                entry[split] = spread_quality(mean, spread, labels(data, rows)[column])
+            row[name] = entry
+            log(f'{system} {target} {name}: {json.dumps(entry)}')
+        out[target] = row
+    return out
+
+
+def uniform_test_rows(norm, bins=10, per_bin=20, seed=0) -> np.ndarray:
+    edges = np.linspace(norm.min(), norm.max(), bins + 1)
+    which = np.clip(np.digitize(norm, edges[1:-1]), 0, bins - 1)
+    rng = np.random.default_rng(seed)
+    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(which == b))[:per_bin] for b in range(bins)]))
+
+
+def run_al(system, data, args, log) -> dict:
+    norm = displacement_norm(data.positions)
+    test = uniform_test_rows(norm)
+    pool = np.setdiff1d(np.arange(len(data)), test)
+    initial = np.random.default_rng(args.seed).choice(pool, args.initial, replace=False)
+    reference = data.positions.mean(axis=0) / ANGSTROM_TO_BOHR
+    truth = labels(data, test)
+    curves = {}
+    for arm in ('random', 'active'):
+        rng = np.random.default_rng(args.seed + 1)
+        chosen, curve = list(initial), []
+        while True:
+            start = time.perf_counter()
+            models = {target: fit(data, np.array(chosen), target, args.hyperparameters) for target in COLUMNS}
+            predictions = {}
+            for committee, metadata, _ in models.values():
+                predictions.update(predict(committee, metadata, data, test))
+            errors = errors_against_labels(predictions, truth, {c: 1.0 for c in truth})['columns']
+            curve.append({'labels': len(chosen), 'errors': errors, 'seconds': time.perf_counter() - start})
+            log(f'{system} {arm} {len(chosen)} labels: ' + ', '.join(
+                f'{c} MAE {e["mae"]:.3e} max {e["max"]:.3e}' for c, e in errors.items()))
+            if len(chosen) >= args.budget:
+                break
+            left = np.setdiff1d(pool, chosen)
+            batch = min(args.batch, args.budget - len(chosen))
+            if arm == 'random':
+                chosen += list(rng.choice(left, batch, replace=False))
+                continue
+            scored = {}
+            for committee, metadata, _ in models.values():  # the selection sees no label of `left`
+                scored.update(predict(committee, metadata, data, pool))
+            scales = {c: acq.label_scale(labels(data, np.array(chosen))[c]) for c in scored}
+            positions = data.positions[pool] / ANGSTROM_TO_BOHR
+            reasons = acq.physics_rejections(positions, np.repeat(data.cell[None] / ANGSTROM_TO_BOHR, len(pool), 0),
+                                             scored['dielectric_tensor'][0])
+            plan = acq.plan_round({c: s for c, (_, s) in scored.items()}, scales, 0.0, np.inf, batch,
+                                  acq.displacement_descriptor(positions, reference), np.isin(pool, chosen), reasons)
+            chosen += [int(pool[row]) for row in plan.picked]
+        curves[arm] = curve
+    return {'pool': len(pool), 'test': len(test), 'initial': args.initial, 'batch': args.batch, 'budget': args.budget,
+            'curves': curves, 'labels_to_reach_random_final': labels_to_reach(curves)}
+
+
+def labels_to_reach(curves) -> dict:
+    final = curves['random'][-1]['errors']
+    out = {}
+    for column, errors in final.items():
+        for metric in ('mae', 'max'):
+            out[f'{column}_{metric}'] = {arm: next((p['labels'] for p in curve if p['errors'][column][metric]
+                                                    <= errors[metric]), None) for arm, curve in curves.items()}
+    return out
+
+
+def print_tables(document):
+    for system, parts in document.get('spread', {}).items():
+        for target, row in parts.items():
+            if not isinstance(row, dict):
+                continue
+            for name in ('before', 'after'):
+                e = row[name]
+                print(f'{system:4s} {target:12s} {name:6s} test MAE {e["test"]["mae"]:.3e}  within 2σ test '
+                      f'{e["test"]["within_2_sigma"]:.2f} wide {e["wide"]["within_2_sigma"]:.2f}  Spearman test '
+                      f'{e["test"]["spearman"]:.2f} wide {e["wide"]["spearman"]:.2f}  per config test '
+                      f'{e["test"]["spearman_per_configuration"]:.2f} wide {e["wide"]["spearman_per_configuration"]:.2f}'
+                      f'  fit {e["fit_seconds"]:.0f} s')
+    for system, result in document.get('active_learning', {}).items():
+        print(f'{system}: pool {result["pool"]}, test {result["test"]} (uniform in displacement size)')
+        for random, active in zip(result['curves']['random'], result['curves']['active']):
+            cells = [f'{c} MAE {random["errors"][c]["mae"]:.2e}/{active["errors"][c]["mae"]:.2e} max '
+                     f'{random["errors"][c]["max"]:.2e}/{active["errors"][c]["max"]:.2e}' for c in random['errors']]
+            print(f'  {random["labels"]:4d} labels (random/active): ' + '; '.join(cells))
+        print('  labels to reach random\'s final error (random/active): ' + ', '.join(
+            f'{k} {v["random"]}/{v["active"]}' for k, v in result['labels_to_reach_random_final'].items()))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--part', nargs='+', default=['spread', 'al'], choices=['spread', 'al'])
+    parser.add_argument('--systems', nargs='+', default=['BN', 'GaAs'], choices=sorted(SYSTEMS))
+    parser.add_argument('--initial', type=int, default=20)
+    parser.add_argument('--batch', type=int, default=20)
+    parser.add_argument('--budget', type=int, default=160)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--hyperparameters', type=json.loads, default={}, help='fit_committee overrides (JSON)')
+    parser.add_argument('--output', default=str(RESULTS))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    output = pathlib.Path(args.output)
+    document = json.loads(output.read_text()) if output.exists() else {}
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    for system in args.systems:
+        data = load_radnet_h5(DATA / SYSTEMS[system])
+        for part in args.part:
+            start = time.perf_counter()
+            key = 'spread' if part == 'spread' else 'active_learning'
+            result = run_spread(system, data, log) if part == 'spread' else run_al(system, data, args, log)
+            result['wall_seconds'] = time.perf_counter() - start
+            document.setdefault(key, {})[system] = result
+            document.update({
+                'description': __doc__.split('\n\n')[0], 'machine': machine(),
+                'units': {'polarization': 'e/Bohr^2 (MAE, max, spread)', 'dielectric': 'dimensionless',
+                          'seconds': 's wall', 'displacements': 'Bohr'},
+                'data': 'shared radnet HDF5 (GaAs.h5, BN_cubic.h5), 800 configurations each, labels pre-computed',
+            })
+            if part == 'al':
+                document['al_settings'] = {'hyperparameters': args.hyperparameters or 'package defaults',
+                                           'trust': {'lo': 0.0, 'hi': 'inf', 'mode': 'relative'},
+                                           'min_separation': 'plan_round default', 'seed': args.seed}
+            output.write_text(json.dumps(document, indent=1))
+    print_tables(document)
+
+
+if __name__ == '__main__':
+    main()
