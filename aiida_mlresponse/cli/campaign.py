@@ -72,7 +72,10 @@ def campaign():
 @click.option('--stall-after', default=60.0, show_default=True,
               help='Seconds with tasks pending and none processing that count as a stall.')
 def campaign_repair(workers, watch_seconds, stall_after):
-    """Re-queue processes that lost their task, restart the daemon, and optionally watch it for a stall."""
+    """Re-queue processes that lost their task, restart the daemon, and optionally watch it for a stall.
+
+    On PostgreSQL it also ends database connections that no live AiiDA process owns (as `verdi process repair
+    --force` does): close notebooks and shells on this profile first."""
     from aiida import load_profile
     from aiida.manage import get_manager
 
@@ -82,6 +85,9 @@ def campaign_repair(workers, watch_seconds, stall_after):
         raise click.ClickException(f'profile {profile} has no broker: processes run only with `verdi run`, nothing to repair.')
     _verdi(profile, 'daemon', 'stop')
     before = active_processes()
+    # `verdi process repair --force` terminates PostgreSQL connections no live AiiDA process owns (the killed
+    # worker's, which may hold locks): ours must not be open then.
+    get_manager().reset_profile_storage()
     done = _verdi(profile, 'process', 'repair', '--force')
     if done.returncode != 0:
         raise click.ClickException(f'`verdi process repair` failed: {(done.stderr or done.stdout).strip().splitlines()[-1]}')

@@ -64,3 +64,19 @@ def production_profile(tmp_path_factory):
                                    services.start_postgres())
             services.drop_broker_user(credentials['broker_username'], credentials['broker_virtual_host'])
         shutil.rmtree(root, ignore_errors=True)
+
+
+def kill_daemon(config_dir: pathlib.Path, profile: str) -> list[int]:
+    """SIGKILL the daemon of `profile`: circus, its children (the worker) and an embedded ZeroMQ broker; the pids."""
+    import signal
+
+    pid_file = config_dir / 'daemon' / f'circus-{profile}.pid'
+    circus = int(pid_file.read_text())
+    children = subprocess.run(['pgrep', '-P', str(circus)], capture_output=True, text=True).stdout.split()
+    pids = {circus, *map(int, children)}
+    for broker_pid in (config_dir / 'broker').glob('*/broker.pid'):
+        pids.add(int(broker_pid.read_text().split()[-1]))  # 'aiida-zeromq-broker PID'
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    return sorted(pids)

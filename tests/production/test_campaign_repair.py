@@ -5,12 +5,13 @@ repair command re-queues them and every one finishes, none run twice."""
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
+
+from .conftest import kill_daemon
 
 pytestmark = pytest.mark.slow
 
@@ -64,15 +65,10 @@ def test_repair_after_hard_kill_and_lost_tasks(tmp_path):
 
         # SIGKILL the whole daemon (circus, its worker, the broker), then lose the broker's tasks
         config = tmp_path / '.aiida'
-        circus = int((config / 'daemon' / 'circus-embedded.pid').read_text())
-        children = subprocess.run(['pgrep', '-P', str(circus)], capture_output=True, text=True).stdout.split()
         broker_dir = next((config / 'broker').iterdir())
-        broker = int((broker_dir / 'broker.pid').read_text().split()[-1])  # 'aiida-zeromq-broker PID'
-        for pid in {circus, broker, *map(int, children)}:
-            os.kill(pid, signal.SIGKILL)
+        kill_daemon(config, 'embedded')
         for task in (broker_dir / 'storage' / 'tasks').glob('*/*.json'):
             task.unlink()
-        (config / 'daemon' / 'circus-embedded.pid').unlink(missing_ok=True)
 
         # a plain restart: the processes have no task, nothing runs them
         run(env, BIN / 'verdi', 'daemon', 'start', '1')

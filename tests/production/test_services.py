@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.production, pytest.mark.slow]
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 SUBMIT = '''
-import json
+import json, sys
 from aiida import orm
 from aiida.engine import submit
 from aiida_mlresponse.data import structure_from_arrays
@@ -20,19 +20,28 @@ from aiida_mlresponse.physics.crystals import bn_cubic
 from aiida_mlresponse.workflows.labels import LabelsWorkChain, sample_displacement_configurations
 
 reference = structure_from_arrays(*bn_cubic())
-configurations = sample_displacement_configurations(reference, orm.Float(0.01), orm.Int(2), orm.Int(3))
+configurations = sample_displacement_configurations(reference, orm.Float(0.01), orm.Int(2), orm.Int(int(sys.argv[1])))
 builder = LabelsWorkChain.get_builder_from_protocol(
     orm.load_code('abinit@localhost'), configurations, 'response', reference=reference, protocol='test')
-node = submit(builder, wait=True, wait_interval=2)
+node = submit(builder, wait=sys.argv[2] == 'wait', wait_interval=2)
+if sys.argv[2] != 'wait':
+    print(json.dumps({'pk': node.pk}))
+    sys.exit(0)
+'''
+REPORT = '''
+import json, sys
+from aiida import orm
+node = orm.load_node(int(sys.argv[1]))
 calcs = [c for c in node.called_descendants if isinstance(c, orm.CalcJobNode)]
 dataset = node.outputs.dataset if 'dataset' in node.outputs else None
 print(json.dumps({
     'exit_status': node.exit_status, 'exit_message': node.exit_message,
     'size': dataset.size if dataset else 0, 'failed': node.outputs.failed.get_dict() if 'failed' in node.outputs else None,
     'arrays': {name: dataset.get_array(name).tolist() for name in ('polarization', 'dielectric_tensor')} if dataset else {},
-    'calcjobs': [[c.pk, c.exit_status, c.computer.label] for c in calcs],
+    'calcjobs': [[c.pk, c.exit_status, c.computer.label, c.get_job_id()] for c in calcs],
 }))
 '''
+SUBMIT += REPORT.split('node = orm.load_node(int(sys.argv[1]))')[1]
 
 
 def listening_sockets():
@@ -85,13 +94,13 @@ def test_labelling_through_the_daemon_and_no_password_in_logs(production_profile
 
     began = time.monotonic()
     production_profile.verdi('daemon', 'start', '1', timeout=120)
-    done = production_profile.verdi('run', str(script), timeout=1200)
+    done = production_profile.verdi('run', str(script), '3', 'wait', timeout=1200)
     print(f'setup {production_profile.setup_seconds:.1f} s; daemon start + 3 ABINIT labels {time.monotonic() - began:.1f} s')
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result['exit_status'] == 0, result
     assert result['size'] == 2 and result['failed'] == {}
     # every label arrived: the reference and the two displaced cells, each by one finished ABINIT job
-    assert len(result['calcjobs']) == 3 and all(status == 0 for _, status, _ in result['calcjobs']), result['calcjobs']
+    assert len(result['calcjobs']) == 3 and all(status == 0 for _, status, *_ in result['calcjobs']), result['calcjobs']
     import numpy as np
 
     assert np.isfinite(result['arrays']['polarization']).all() and np.shape(result['arrays']['polarization']) == (2, 3)
@@ -110,3 +119,33 @@ def test_labelling_through_the_daemon_and_no_password_in_logs(production_profile
         assert not any(secret in text for text in outputs)
         leaks = [str(p) for p in files if secret.encode() in p.read_bytes()]
         assert not leaks, f'a generated password appears in {leaks}'
+
+
+def test_daemon_sigkill_mid_campaign_then_campaign_repair(production_profile, tmp_path):
+    """SIGKILL circus and its worker while ABINIT jobs run; `campaign repair` restarts it: every label arrives and
+    no ABINIT run is repeated (one CalcJob per configuration)."""
+    import time
+
+    from .conftest import BIN, kill_daemon
+
+    (tmp_path / 'submit.py').write_text(SUBMIT)
+    (tmp_path / 'report.py').write_text(REPORT)
+    production_profile.verdi('daemon', 'start', '1', timeout=120)
+    pk = json.loads(production_profile.verdi('run', str(tmp_path / 'submit.py'), '11', 'nowait').stdout.splitlines()[-1])['pk']
+
+    def report():
+        return json.loads(production_profile.verdi('run', str(tmp_path / 'report.py'), str(pk)).stdout.splitlines()[-1])
+
+    deadline = time.monotonic() + 600
+    while not any(job_id for *_, job_id in report()['calcjobs']):
+        assert time.monotonic() < deadline, 'no ABINIT job started'
+        time.sleep(1)
+    killed = kill_daemon(production_profile.config_dir, production_profile.name)
+    began = time.monotonic()
+    out = production_profile.run(str(BIN / 'aiida-mlresponse'), 'campaign', 'repair', '--watch', '900', timeout=1000).stdout
+    print(f'killed {len(killed)} daemon processes; repair to finished {time.monotonic() - began:.1f} s\n{out}')
+    assert '0 process(es) still active' in out
+    result = report()
+    assert result['exit_status'] == 0 and result['size'] == 2 and result['failed'] == {}, result
+    assert len(result['calcjobs']) == 3 and all(status == 0 for _, status, *_ in result['calcjobs']), result['calcjobs']
+    production_profile.verdi('daemon', 'stop', timeout=120)
