@@ -123,6 +123,15 @@ def test_provenance_bad_identifiers(aiida_profile, command, node_type):
     assert_one_line_error(invoke('provenance', command, 'runs/dataset.npz'), f'is not a {node_type} pk or uuid')
 
 
+@pytest.mark.parametrize('command, node_type', [(['campaign', 'show'], 'work chain'), (['campaign', 'why'], 'DatasetData')])
+def test_campaign_bad_identifiers(aiida_profile, command, node_type):
+    extra = ['0'] if command[1] == 'why' else []
+    node = orm.Dict({'a': 1}).store()
+    assert_one_line_error(invoke(*command, node.pk, *extra), f'is a Dict, not a {node_type}')
+    assert_one_line_error(invoke(*command, 987654321, *extra), 'no node with pk 987654321')
+    assert_one_line_error(invoke(*command, 'runs/campaign', *extra), f'is not a {node_type} pk or uuid')
+
+
 def test_dataset_bad_input(aiida_profile, files, tmp_path):
     node = orm.Dict({'a': 1}).store()
     assert_one_line_error(invoke('dataset', 'export', node.pk, tmp_path / 'd.npz'), 'not a DatasetData')
@@ -150,6 +159,8 @@ def test_setup_bad_input(monkeypatch):
     ['dataset', 'export', '12', 'o.npz'],
     ['dataset', 'import', 'structures.xyz'],
     ['campaign', 'repair'],
+    ['campaign', 'show', '12'],
+    ['campaign', 'why', '12', '0'],
 ])
 def test_no_profile(tmp_path, args):
     """A fresh machine: no AiiDA config at all. One line that says to run setup."""
