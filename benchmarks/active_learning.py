@@ -23,17 +23,22 @@ Writes benchmarks/results/active_learning.json (each part merged into it) and pr
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import pathlib
-import platform
-import sys
-import time
 
-import numpy as np
-import torch
-from scipy.stats import spearmanr
+# One BLAS thread: on this shared 2-core machine threaded OpenBLAS made the closed-form head fits ~14x slower.
+for _name in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
+    os.environ.setdefault(_name, '1')
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import pathlib  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
