@@ -9,7 +9,7 @@ story, `aiida-mlresponse campaign show PK` prints the round table and `workflows
 answers "why was this configuration labelled?".
 
 Stop rules, checked after each round's training and scoring, so the final models have seen every label:
-`budget` (DFT labels, the initial ones included), `max_rounds` (labelling rounds), `accurate_ratio`
+`budget` (DFT labels, the starting dataset's or the initial ones included), `max_rounds` (labelling rounds), `accurate_ratio`
 (the fraction of the unlabelled pool below `lo`), `property_tolerance` (the committee mean at the
 reference configuration changed by less than this, relative to the label scale, between two rounds),
 and no candidate left between `lo` and `hi`. The output `stop_reason` says which fired.
@@ -93,7 +93,8 @@ class ActiveLearningWorkChain(WorkChain):
         spec.input('pool', valid_type=orm.ArrayData, help='Candidate configurations (wider than the initial ones).')
         spec.input('test_dataset', valid_type=DatasetData, required=False, help='Held-out labels: test MAE/max per round.')
         spec.input('batch_size', valid_type=orm.Int, default=lambda: orm.Int(4), help='Picks per round at most.')
-        spec.input('budget', valid_type=orm.Int, default=lambda: orm.Int(40), help='DFT labels in all, the initial ones included.')
+        spec.input('budget', valid_type=orm.Int, default=lambda: orm.Int(40),
+                   help='DFT labels in all: the starting dataset\'s or the initial ones included.')
         spec.input('max_rounds', valid_type=orm.Int, default=lambda: orm.Int(5), help='Labelling rounds at most.')
         spec.input('trust', valid_type=orm.Dict, required=False, help=f'lo, hi, mode (relative|calibrated), quantile; default {DEFAULT_TRUST}.')
         spec.input('accurate_ratio', valid_type=orm.Float, default=lambda: orm.Float(0.95),
@@ -139,6 +140,7 @@ class ActiveLearningWorkChain(WorkChain):
         self.ctx.times = {}
         if 'dataset' in self.inputs:
             self.ctx.dataset = self.inputs.dataset
+            self.ctx.labels_run = self.inputs.dataset.size  # the budget caps the labels of the final dataset
             self._index_pool(int(self.inputs.dataset.get_array('configuration_index').max()) + 1)
         self.report(f'{kind} campaign on a {self.ctx.dataset_kind} pool; targets {self.ctx.targets}; '
                     f'budget {self.inputs.budget.value} labels, at most {self.inputs.max_rounds.value} rounds')
