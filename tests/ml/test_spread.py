@@ -127,3 +127,34 @@ def test_heads_only_committee_skips_the_cnns_and_projects_once(gaas_files):
     with torch.no_grad():
         mean, members = committee.mean_and_members(cubes, positions)
     torch.testing.assert_close(members, torch.stack([m(cubes, positions) for m in committee.members]), rtol=0, atol=0)
+
+
+def test_taylor_only_committee_needs_no_cubes():
+    """Members that are Taylor heads only (GaAs's chosen heads) predict from the positions: the same numbers as the
+    members' full forward on the cubes."""
+    from aiida_mlresponse.ml.radnet.committee import Committee
+    from aiida_mlresponse.ml.radnet.hdf5 import load_radnet_h5
+
+    from ..conftest import RADNET_DATA
+
+    data = load_radnet_h5(RADNET_DATA / 'GaAs.h5')
+    committee = Committee({'n_members': 3, 'central': True, 'member': {
+        'preset': 'tiny', 'n_outputs': 6, 'taylor': {'degree': 3, 'n_atoms': 2}}})
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for model in [committee.central, *committee.members]:
+            model.taylor.reference.copy_(torch.as_tensor(data.positions[0]))
+            model.taylor.cell.copy_(torch.as_tensor(data.cell))
+            model.taylor.scale.fill_(0.03)
+            model.taylor.coefficients.copy_(torch.randn(model.taylor.coefficients.shape, generator=generator,
+                                                        dtype=torch.float64))
+            if hasattr(model, 'residual_weight'):
+                model.residual_weight.zero_()
+    positions = data.positions[:70]
+    mean, spread = committee.predict_positions(positions, data.cell, data.numbers)
+    cubes = committee.atom_cubes().batch(positions[64:], data.cell, data.numbers)
+    x = torch.as_tensor(positions[64:])
+    with torch.no_grad():
+        members = torch.stack([m(cubes, x) for m in committee.members])
+        np.testing.assert_array_equal(mean[64:], committee.central(cubes, x).numpy())
+    np.testing.assert_array_equal(spread[64:], members.std(dim=0).numpy())

@@ -119,8 +119,7 @@ class Committee(nn.Module):
         skip their CNNs, and cube polynomials that share one projection (`fit.train_committee`'s
         ``shared_projection``) project the cubes once.
         """
-        features = self._shared_polynomial_features(cubes)
-        heads = torch.stack([self._heads(member, cubes, positions, features) for member in self.members])
+        central, heads = self._head_values(cubes, positions)
         if self.cnn_off():
             corrections, members = None, heads
         else:
@@ -128,7 +127,7 @@ class Committee(nn.Module):
             members = corrections + heads
         if self.central is None:
             return members.mean(dim=0), members
-        mean = self._heads(self.central, cubes, positions, features)
+        mean = central
         if corrections is None:
             return mean, members
         return mean + self.central.correction_weight * corrections.mean(dim=0), members
@@ -147,13 +146,30 @@ class Committee(nn.Module):
             and torch.equal(p.projection, polynomials[0].projection) for p in polynomials))
         return polynomials[0].features(cubes) if shared else None
 
-    @staticmethod
-    def _heads(model, cubes, positions, features):
-        """model.heads(cubes, positions) (a member or the central heads), with precomputed polynomial features."""
-        if features is None or model.polynomial is None:
-            return model(cubes, positions) if isinstance(model, CentralHeads) else model.heads(cubes, positions)
-        value = features @ model.polynomial.coefficients + model.polynomial.intercept
-        return value + model.taylor(positions) if model.taylor is not None else value
+    def _head_values(self, cubes, positions):
+        """(the central heads' value (B, n_outputs) or None, the members' heads (K, B, n_outputs)): P(cubes) + T(positions)
+        as `heads.evaluate_heads`, the Taylor heads in one stacked evaluation, the polynomial features once if shared."""
+        models = ([self.central] if self.central is not None else []) + list(self.members)
+        features = self._shared_polynomial_features(cubes)
+        taylors = None
+        if self.members[0].taylor is not None:
+            if positions is None:
+                raise ValueError('this model has a Taylor head: pass the positions too')
+            heads = [model.taylor for model in models]
+            taylors = TaylorHead.stacked(heads, positions, self._stacked_taylors(heads))
+        values = []
+        for k, model in enumerate(models):
+            value = None
+            if model.polynomial is not None:
+                value = (model.polynomial(cubes) if features is None
+                         else features @ model.polynomial.coefficients + model.polynomial.intercept)
+            if taylors is not None:
+                value = taylors[k] if value is None else value + taylors[k]
+            if value is None:
+                value = torch.zeros(len(positions if cubes is None else cubes), model.n_outputs, dtype=torch.float64)
+            values.append(value)
+        members = torch.stack(values[len(models) - len(self.members):])
+        return (values[0] if self.central is not None else None), members
 
     def predict(self, cubes, positions=None):
         """(mean, spread): the committee mean and the members' standard deviation (ddof 1), (B, n_outputs) float64."""
@@ -271,11 +287,12 @@ class Committee(nn.Module):
         """Mean and spread (numpy) for configurations (B, N, 3) Bohr of one cell: cubes made here."""
         atom_cubes = self.atom_cubes()
         positions = np.asarray(positions, dtype=float).reshape(-1, len(numbers), 3)
+        needs_cubes = not self.cnn_off() or self.members[0].polynomial is not None  # else: Taylor heads only
         means, spreads = [], []
         with torch.no_grad():
             for start in range(0, len(positions), batch_size):
                 chunk = positions[start:start + batch_size]
-                cubes = atom_cubes.batch(chunk, cell, numbers)
+                cubes = atom_cubes.batch(chunk, cell, numbers) if needs_cubes else None
                 mean, spread = self.predict(cubes, torch.as_tensor(chunk))
                 means.append(mean.numpy())
                 spreads.append(spread.numpy())

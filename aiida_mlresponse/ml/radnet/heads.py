@@ -55,7 +55,7 @@ class TaylorHead(nn.Module):
         return self.stacked([self], positions)[0]
 
     @staticmethod
-    def stacked(heads: list, positions: torch.Tensor) -> torch.Tensor:
+    def stacked(heads: list, positions: torch.Tensor, stacked: dict | None = None) -> torch.Tensor:
         """Several heads of one degree and cell size (a committee's) at once: (B, N, 3) -> (heads, B, n_outputs).
 
         The same operations as `TaylorBaseline.torch_predict`, on the buffers directly (no numpy round trip),
@@ -67,7 +67,7 @@ class TaylorHead(nn.Module):
         if positions.shape[-2] != first.reference.shape[0]:
             raise ValueError(f'the Taylor head was fitted on {first.reference.shape[0]} atoms, '
                              f'got {positions.shape[-2]}: it only applies to the cell it was fitted on')
-        stacked = TaylorHead.stack(heads)
+        stacked = stacked or TaylorHead.stack(heads)
         x = _scaled_displacements(stacked, positions)  # (H, B, 3(N-1))
         columns = [x]
         for parents, features in first._steps:
