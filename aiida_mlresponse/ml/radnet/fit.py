@@ -11,9 +11,12 @@ How a committee is fitted (default hyperparameters):
    `taylor.py` (ridge on its nonlinear terms only), or the cube polynomial (`heads.CubePolynomial`: a sum
    over atoms of a quadratic in the leading principal components of each atom's cube) alone or jointly with the
    linear Taylor terms; the lowest held-out MAE wins. With no CNN correction a member *is* that head.
-2. Members: member k draws its own split (``resampling='split'``: a random (1 - holdout) part to train on, the
-   rest to validate on; or ``'bootstrap'`` with out-of-bag validation) and fits the chosen heads on its training
-   part, frozen (`heads.fit_heads`, closed form).
+2. Members: member k draws its own bootstrap resample (``resampling='bootstrap'``, out-of-bag validation; or
+   ``'split'``: a random (1 - holdout) part to train on, the rest to validate on) and fits the chosen heads on it,
+   frozen (`heads.fit_heads`, closed form); with ``head.shared_projection`` every cube polynomial projects on the
+   principal directions of all the configurations' cubes. By default (``cnn`` False) a member *is* its heads
+   and steps 3 and 4 are skipped: 8 bootstrap members scatter as the fit would over data sets, which 3 members on
+   80 % splits did not (their spread was 2-7x too small, benchmarks/active_learning.py).
 3. Its CNN learns the out-of-fold residuals of the heads on its training part (K-fold: a high-degree head nearly
    interpolates its own training data, so in-sample residuals would teach the CNN nothing), starting from a
    zero output, with early stopping on the true residuals of its validation part.
@@ -23,6 +26,9 @@ How a committee is fitted (default hyperparameters):
 5. Central heads: the same heads fitted once more on all the training data. The committee mean is these plus
    the members' mean (shrunk) CNN correction; the spread is the members' standard deviation, each member with
    its own heads and CNN (the members estimate the variance of the fit, the central heads are its best value).
+6. Spread calibration (``coverage``, `calibration.py`): sqrt((a σ)² + b²) per component, fitted on the central
+   heads' out-of-fold residuals; `model_metadata` puts it in the model file's metadata, where
+   `predict.predict_response` finds it.
 """
 
 from __future__ import annotations
