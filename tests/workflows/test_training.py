@@ -14,7 +14,7 @@ from aiida_mlresponse.models.calculation import TrainingCalculation
 
 from ..conftest import RADNET_DATA
 
-TINY = {'target': 'polarization', 'n_members': 2, 'seed': 1, 'training': {'epochs': 3, 'log_every': 1}}
+TINY = {'target': 'polarization', 'n_members': 2, 'cnn': True, 'seed': 1, 'training': {'epochs': 3, 'log_every': 1}}
 
 
 @pytest.fixture

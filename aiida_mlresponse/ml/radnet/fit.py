@@ -16,7 +16,7 @@ How a committee is fitted (default hyperparameters):
    frozen (`heads.fit_heads`, closed form); with ``head.shared_projection`` every cube polynomial projects on the
    principal directions of all the configurations' cubes. By default (``cnn`` False) a member *is* its heads
    and steps 3 and 4 are skipped: 8 bootstrap members scatter as the fit would over data sets, which 3 members on
-   80 % splits did not (their spread was 2-7x too small, benchmarks/active_learning.py).
+   80 % splits did not (14-66 % of held-out errors within their 2σ, benchmarks/active_learning.py).
 3. Its CNN learns the out-of-fold residuals of the heads on its training part (K-fold: a high-degree head nearly
    interpolates its own training data, so in-sample residuals would teach the CNN nothing), starting from a
    zero output, with early stopping on the true residuals of its validation part.
