@@ -237,6 +237,32 @@ def print_tables(document):
             f'{k} {v["random"]}/{v["active"]}' for k, v in result['labels_to_reach_random_final'].items()))
 
 
+def plot(document, path):
+    """Test MAE and max against labels, random and active, one panel per system and column."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    panels = [(system, column) for system, result in document.get('active_learning', {}).items()
+              for column in result['curves']['random'][0]['errors']]
+    if not panels:
+        return
+    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.5), squeeze=False)
+    for axis, (system, column) in zip(axes[0], panels):
+        for arm, colour in (('random', 'tab:grey'), ('active', 'tab:red')):
+            curve = document['active_learning'][system]['curves'][arm]
+            labels_ = [p['labels'] for p in curve]
+            for metric, style in (('mae', '-'), ('max', '--')):
+                axis.semilogy(labels_, [p['errors'][column][metric] for p in curve], style, color=colour,
+                              label=f'{arm} {metric}')
+        axis.set_title(f'{system} {column}')
+        axis.set_xlabel('labels')
+    axes[0][0].set_ylabel('test error (e/Bohr² or ε∞)')
+    axes[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--part', nargs='+', default=['spread', 'speed', 'al'], choices=['spread', 'speed', 'al'])
@@ -274,6 +300,7 @@ def main(argv=None):
                                            'min_separation': 'plan_round default', 'seed': args.seed}
             output.write_text(json.dumps(document, indent=1))
     print_tables(document)
+    plot(document, output.with_suffix('.png'))
 
 
 if __name__ == '__main__':
