@@ -34,7 +34,7 @@ test: system venv  ## the whole suite (real ABINIT, real training, temporary Aii
 test-fast: system venv
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-.PHONY: production production-slurm test-production
+.PHONY: production production-slurm test-production test-faults
 
 production: system venv  ## PostgreSQL + RabbitMQ profile (loopback only, generated passwords), localhost codes, pseudos
 	$(VENV)/bin/aiida-mlresponse setup --production
@@ -44,6 +44,9 @@ production-slurm: system venv  ## the same, plus a one-node SLURM cluster (munge
 
 test-production: system venv  ## only the tests that start PostgreSQL, RabbitMQ and SLURM
 	$(PY) -m pytest -q -m production $(PYTEST_ARGS)
+
+test-faults: system venv  ## PostgreSQL or RabbitMQ restarted under a running campaign (~3 min each, not in `make test`)
+	MLRESPONSE_FAULT_TESTS=1 $(PY) -m pytest -q -s -k service_restart tests/production $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -2,6 +2,7 @@
 with generated passwords that leak nowhere, and a labelling job run through the daemon on it."""
 
 import json
+import os
 import pathlib
 import subprocess
 
@@ -35,7 +36,7 @@ node = orm.load_node(int(sys.argv[1]))
 calcs = [c for c in node.called_descendants if isinstance(c, orm.CalcJobNode)]
 dataset = node.outputs.dataset if 'dataset' in node.outputs else None
 print(json.dumps({
-    'exit_status': node.exit_status, 'exit_message': node.exit_message,
+    'state': node.process_state.value, 'exit_status': node.exit_status, 'exit_message': node.exit_message,
     'size': dataset.size if dataset else 0, 'failed': node.outputs.failed.get_dict() if 'failed' in node.outputs else None,
     'arrays': {name: dataset.get_array(name).tolist() for name in ('polarization', 'dielectric_tensor')} if dataset else {},
     'calcjobs': [[c.pk, c.exit_status, c.computer.label, c.get_job_id()] for c in calcs],
@@ -121,17 +122,15 @@ def test_labelling_through_the_daemon_and_no_password_in_logs(production_profile
         assert not leaks, f'a generated password appears in {leaks}'
 
 
-def test_daemon_sigkill_mid_campaign_then_campaign_repair(production_profile, tmp_path):
-    """SIGKILL circus and its worker while ABINIT jobs run; `campaign repair` restarts it: every label arrives and
-    no ABINIT run is repeated (one CalcJob per configuration)."""
+def start_labelling(production_profile, tmp_path, seed: int):
+    """Start the daemon, submit the labelling job and return once an ABINIT job of it has started; returns a
+    function that reports the job's state, labels and CalcJobs."""
     import time
-
-    from .conftest import BIN, kill_daemon
 
     (tmp_path / 'submit.py').write_text(SUBMIT)
     (tmp_path / 'report.py').write_text(REPORT)
     production_profile.verdi('daemon', 'start', '1', timeout=120)
-    pk = json.loads(production_profile.verdi('run', str(tmp_path / 'submit.py'), '11', 'nowait').stdout.splitlines()[-1])['pk']
+    pk = json.loads(production_profile.verdi('run', str(tmp_path / 'submit.py'), str(seed), 'nowait').stdout.splitlines()[-1])['pk']
 
     def report():
         return json.loads(production_profile.verdi('run', str(tmp_path / 'report.py'), str(pk)).stdout.splitlines()[-1])
@@ -140,6 +139,17 @@ def test_daemon_sigkill_mid_campaign_then_campaign_repair(production_profile, tm
     while not any(job_id for *_, job_id in report()['calcjobs']):
         assert time.monotonic() < deadline, 'no ABINIT job started'
         time.sleep(1)
+    return report
+
+
+def test_daemon_sigkill_mid_campaign_then_campaign_repair(production_profile, tmp_path):
+    """SIGKILL circus and its worker while ABINIT jobs run; `campaign repair` restarts it: every label arrives and
+    no ABINIT run is repeated (one CalcJob per configuration)."""
+    import time
+
+    from .conftest import BIN, kill_daemon
+
+    report = start_labelling(production_profile, tmp_path, seed=11)
     killed = kill_daemon(production_profile.config_dir, production_profile.name)
     began = time.monotonic()
     out = production_profile.run(str(BIN / 'aiida-mlresponse'), 'campaign', 'repair', '--watch', '900', timeout=1000).stdout
@@ -149,3 +159,46 @@ def test_daemon_sigkill_mid_campaign_then_campaign_repair(production_profile, tm
     assert result['exit_status'] == 0 and result['size'] == 2 and result['failed'] == {}, result
     assert len(result['calcjobs']) == 3 and all(status == 0 for _, status, *_ in result['calcjobs']), result['calcjobs']
     production_profile.verdi('daemon', 'stop', timeout=120)
+
+
+# ~3 min each, so not in `make test`: `make test-faults` runs them.
+FAULTS = pytest.mark.skipif(os.environ.get('MLRESPONSE_FAULT_TESTS') != '1', reason='slow fault scenario: make test-faults')
+# Measured in 3 runs here: twice the running work chain excepted (kiwipy `ChannelInvalidStateError: Channel closed by
+# RPC timeout` in remove_broadcast_subscriber; an excepted work chain cannot be continued, only run again), once it
+# finished by itself 55 s after the restart. Not strict: either outcome is what aiida-core 2.9 does today.
+RABBITMQ_RESTART = pytest.mark.xfail(strict=False, reason='a RabbitMQ restart may except the running work chain')
+
+
+@FAULTS
+@pytest.mark.parametrize('restart', [pytest.param('rabbitmq', marks=RABBITMQ_RESTART), 'postgresql'])
+def test_service_restart_mid_campaign(production_profile, tmp_path, restart):
+    """RabbitMQ or PostgreSQL restarted while the labelling job's ABINIT runs: the campaign finishes by itself or after
+    `campaign repair`, with every label and no ABINIT run repeated."""
+    import time
+
+    from aiida_mlresponse.cli import services
+
+    from .conftest import BIN
+
+    report = start_labelling(production_profile, tmp_path, seed={'rabbitmq': 21, 'postgresql': 22}[restart])
+    began = time.monotonic()
+    if restart == 'rabbitmq':
+        services.service('rabbitmq-server', 'restart')
+        services.rabbitmqctl('await_startup')
+    else:
+        version, name, _, _ = services._postgres_cluster()
+        services.run(['pg_ctlcluster', version, name, 'restart'])
+    deadline = time.monotonic() + 90
+    while report()['state'] not in ('finished', 'excepted', 'killed') and time.monotonic() < deadline:
+        time.sleep(3)
+    repaired = report()['state'] not in ('finished', 'excepted', 'killed')
+    if repaired:
+        production_profile.run(str(BIN / 'aiida-mlresponse'), 'campaign', 'repair', '--watch', '600', timeout=800)
+    result = report()
+    print(f'{restart} restarted: {"stuck 90 s, then campaign repair" if repaired else "went on by itself"}; '
+          f'{result["state"]} {time.monotonic() - began:.1f} s after the restart; {result["calcjobs"]}')
+    if result['state'] != 'finished':
+        print(production_profile.verdi('process', 'list', '-a', '-p', '1', check=False).stdout[-3000:])
+    production_profile.verdi('daemon', 'stop', timeout=120)
+    assert result['exit_status'] == 0 and result['size'] == 2 and result['failed'] == {}, result
+    assert len(result['calcjobs']) == 3 and all(status == 0 for _, status, *_ in result['calcjobs']), result['calcjobs']
