@@ -176,11 +176,13 @@ def test_instability_detector_finds_a_stress_maximum():
 
 @pytest.mark.slow
 def test_stress_through_a_trained_committee_matches_finite_differences(one_torch_thread):
-    from aiida_mlresponse.ml import pcamlp as pm
+    from aiida_mlresponse.ml.pcamlp.fit import fit_pcamlp
+    from aiida_mlresponse.ml.pcamlp.synthetic import synthetic_dataset
+    from aiida_mlresponse.ml.pcamlp.training_loop import FitSettings
 
-    data = pm.synthetic_dataset(200, grid=(4, 4, 4))
-    model, _ = pm.fit_pcamlp(data['D'], {'F': data['F']}, None, {'n_members': 2},
-                             epochs=30, lbfgs_iterations=0, batch_size=64)
+    data = synthetic_dataset(200, grid=(4, 4, 4))
+    model, _ = fit_pcamlp(data['D'], {'F': data['F']}, None, {'n_members': 2},
+                          settings=FitSettings(epochs=30, lbfgs_iterations=0, batch_size=64))
     model = model.double()
     rng = np.random.default_rng(3)
     for _ in range(2):
