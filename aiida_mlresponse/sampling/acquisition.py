@@ -4,8 +4,8 @@ Arrays in, arrays out; no aiida, no torch. The active-learning work chain calls 
 round on the committee's predictions for the pool and records every decision they return.
 
 - **Score.** The committee spread relative to the size of the quantity: per target, the spread of
-  each component divided by the target's scale (the standard deviation of its training labels over
-  all rows and components), then the largest over components and targets. A spread in ε∞ of 1e-4
+  each component divided by the target's scale (`label_scale`: how much its training labels vary),
+  then the largest over components and targets. A spread in ε∞ of 1e-4
   and one in P of 1e-4 are then not the same thing.
 - **Trust levels** (DP-GEN style): score < lo: learned; lo <= score < hi: candidate; score >= hi:
   not trusted (too far from the data to label blindly). In calibrated mode the score is first
@@ -27,8 +27,11 @@ LEARNED, CANDIDATE, UNTRUSTED, REJECTED = 'learned', 'candidate', 'untrusted', '
 
 
 def label_scale(labels: np.ndarray, floor: float = 1e-12) -> float:
-    """The size of a quantity: the standard deviation of its training labels over rows and components."""
-    return max(float(np.std(np.asarray(labels, dtype=float))), floor)
+    """The size of a quantity's variation in the training labels: the standard deviation over rows of
+    each component, root-mean-squared over components (the mean value itself, e.g. ε∞'s diagonal, does
+    not count: a committee must resolve the variation, not the offset)."""
+    labels = np.asarray(labels, dtype=float).reshape(len(labels), -1)
+    return max(float(np.sqrt(np.mean(np.var(labels, axis=0)))), floor)
 
 
 def relative_spread(spreads: dict, scales: dict) -> np.ndarray:

@@ -11,7 +11,9 @@ def test_relative_spread_compares_quantities_by_their_own_size():
     scales = {'P': 1e-3, 'eps': 1.0}
     # 1e-4 in P (scale 1e-3) is a relative 0.1; 1e-4 in ε∞ (scale 1) only 1e-4
     np.testing.assert_allclose(acq.relative_spread(spreads, scales), [0.1, 1e-2])
-    assert acq.label_scale(np.array([[1.0, 3.0], [1.0, 3.0]])) == pytest.approx(1.0)
+    # the variation over rows counts, not the offset between components (ε∞'s diagonal against its off-diagonal)
+    assert acq.label_scale(np.array([[4.0, 0.0], [4.0, 0.0]])) == 1e-12
+    assert acq.label_scale(np.array([[4.0, 0.0], [6.0, 0.0]])) == pytest.approx(np.sqrt(0.5))
 
 
 def test_trust_partition_and_bad_levels():
