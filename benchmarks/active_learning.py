@@ -12,13 +12,17 @@ with the package defaults; reported: test MAE, fraction of component errors with
 against error over all (configuration, component) pairs and per configuration (largest of each), fit time;
 "box" pools the test and the wide rows.
 
+Part ``speed``: seconds to score 10,000 displaced cells (P and ε∞ committees, `predict_columns`, least of two
+passes) with the committees of before and of now, and the density cubes alone.
+
 Part ``al``: per system, a test set covering the whole box uniformly in displacement size (10 equal-width bins of
 the displacement norm, up to 20 per bin: the tails are over-represented against the Gaussian sampling), the rest
 is the pool. Both arms start from the same random `initial` labels and add `batch` per round up to `budget`:
 random picks, or `plan_round` on the committees' (P and ε∞, relative spread) scores. Test MAE and max per round,
 and the labels each arm needs to reach random's final MAE and max.
 
-Usage:  nice -n 10 .venv/bin/python benchmarks/active_learning.py [--part spread al] [--systems BN GaAs]
+Usage:  nice -n 10 .venv/bin/python benchmarks/active_learning.py [--part spread speed al] [--systems GaAs BN]
+(all parts, both systems: ~25 min here, most of it the CNN committees of before).
 Writes benchmarks/results/active_learning.json (each part merged into it) and prints the tables.
 """
 
