@@ -54,6 +54,7 @@ def read_gsr(source) -> dict:
             'eigenvalues': _get(ds, 'eigenvalues'),  # (nsppol, nkpt, nband) Ha
             'occupations': _get(ds, 'occupations'),
             'kpoint_weights': _get(ds, 'kpoint_weights'),
+            'reduced_kpoints': _get(ds, 'reduced_coordinates_of_kpoints'),
             'forces': _get(ds, 'cartesian_forces'),  # (natom, 3) Ha/Bohr
             'stress': _get(ds, 'cartesian_stress_tensor'),  # Voigt, Ha/Bohr^3
             'reduced_electronic_polarization': _get(ds, 'reduced_electronic_polarization', required=False),

@@ -159,6 +159,10 @@ def test_dry_run_writes_structure_exactly_and_datasets(abinit_code, gaas_structu
     assert variables['rfelfd3'] == '3' and variables['rfphon3'] == '1' and variables['rfatpol3'] == '1 2'
     assert variables['getddk3'] == '2' and variables['iomode'] == '3' and variables['kptopt'] == '2'
     assert 'tolvrs1' in variables and 'tolwfr2' in variables and 'tolvrs3' in variables
+    # The gap check: non-SCF bands of the DS1 density at Γ and the other time-reversal-invariant points.
+    assert variables['ndtset'] == '4' and variables['jdtset'] == '1 2 3 4' and variables['iscf4'] == '-2'
+    assert variables['getden4'] == '1' and variables['kptopt4'] == '0' and variables['nkpt4'] == '8'
+    assert variables['nband4'] == '6' and variables['kpt4'].startswith('0.0 0.0 0.0 ') and 'tolwfr4' in variables
 
 
 def test_builder_from_protocol_and_overrides(abinit_code, bn_structure, gaas_structure, pseudo_families):

@@ -4,7 +4,14 @@ bn_sheared: BN in a strained and rotated cell with displaced atoms (no symmetric
 transposed conversion would show), test protocol with phonons. gaas_displaced: GaAs large-core, ecut 10,
 4x4x4 four-shift grid, As moved along x. The Cartesian tensors ABINIT prints in its main output are the
 reference for our own conversion of the DDB.
+
+Gap check (tests/abinit/data/gap_check, test protocol, recorded with the CalcJob's own input file, aiida.abi):
+gaas_paper: LDA large-core GaAs at the paper's PBE lattice (a = 10.866 Bohr): the four-shift grid gap is
+1.8 eV but the bands nearly touch at Γ (0.029 eV); gaas_relaxed: the same at the LDA lattice (0.63 eV at Γ);
+bn_relaxed: only its gap-bands GSR. The two older cases were recorded before the gap dataset existed: they get
+the gap-bands GSR of the same system's run at the relaxed lattice (only the gap check reads it).
 """
+
 
 import gzip
 import pathlib
@@ -21,14 +28,20 @@ from aiida_mlresponse.abinit.parsers.response import AbinitResponseParser
 from aiida_mlresponse.physics.polarization import polarization_quanta
 
 DATA = pathlib.Path(__file__).parents[1] / 'data' / 'abinit_response'
+GAP_DATA = pathlib.Path(__file__).parent / 'data' / 'gap_check'
 TEXT_FILES = ('aiida.abo', 'aiida.log')
-NETCDF_FILES = (Calc.GSR_FILE, Calc.DDB_NC_FILE, Calc.DDB_FILE, Calc.OUT_NC_FILE)
+NETCDF_FILES = (Calc.GSR_FILE, Calc.GAP_GSR_FILE, Calc.DDB_NC_FILE, Calc.DDB_FILE, Calc.OUT_NC_FILE)
+GAP_BANDS_OF = {'bn_sheared': 'bn_relaxed', 'gaas_displaced': 'gaas_relaxed'}
 
 
 def recorded(case: str) -> dict[str, bytes]:
+    folder = GAP_DATA / case if (GAP_DATA / case).is_dir() else DATA / case
     files = {}
-    for path in sorted((DATA / case).glob('*.gz')):
+    for path in sorted(folder.glob('*.gz')):
         files[path.name[:-3]] = gzip.decompress(path.read_bytes())
+    if case in GAP_BANDS_OF and Calc.GSR_FILE in files:
+        gap_gsr = (GAP_DATA / GAP_BANDS_OF[case] / f'{Calc.GAP_GSR_FILE}.gz').read_bytes()
+        files[Calc.GAP_GSR_FILE] = gzip.decompress(gap_gsr)
     return files
 
 
@@ -132,10 +145,12 @@ def test_tensors_match_abinit_printout(parse, case):
     params = results['output_parameters'].get_dict()
     etotal = float(re.search(r'etotal1\s+(\S+)', text).group(1))
     assert params['total_energy'] == pytest.approx(etotal, abs=1e-9)
-    if case == 'bn_sheared':  # nband1 = occupied + 2 (what the CalcJob writes): the gap is known
-        assert params['band_gap'] > 0 and params['band_gap_units'] == 'eV' and params['lumo'] > params['homo']
-    else:  # recorded by hand with occupied bands only: no LUMO, no gap reported
-        assert 'band_gap' not in params and 'homo' in params
+    if case == 'bn_sheared':  # nband1 = occupied + 2 (what the CalcJob writes): the grid gap is known
+        assert params['band_gap_grid'] > 0 and params['band_gap_grid_units'] == 'eV' and params['lumo'] > params['homo']
+        assert params['band_gap'] <= params['band_gap_grid']
+    else:  # recorded by hand with occupied bands only: no LUMO, no grid gap; the gap bands give the gap
+        assert 'band_gap_grid' not in params and 'homo' in params
+        assert params['band_gap'] == pytest.approx(params['band_gap_kpoints'])
     assert params['unconverged_datasets'] == []
 
 
@@ -236,3 +251,52 @@ def test_no_gap(parse, tmp_path):
     results, process = parse(files, response=ALL)
     assert process.exit_status == Calc.exit_codes.ERROR_NO_GAP.status
     assert results['output_parameters']['band_gap'] < 0
+
+
+def test_gap_check_fires_at_the_paper_lattice(parse):
+    """LDA large-core GaAs at the PBE lattice: the four-shift grid sees a wide gap, Γ sees the bands touch."""
+    from aiida_mlresponse.abinit.parsers.response import MIN_BAND_GAP_EV
+
+    results, process = parse(recorded('gaas_paper'))
+    assert process.exit_status == Calc.exit_codes.ERROR_NO_GAP.status
+    params = results['output_parameters'].get_dict()
+    assert params['band_gap_grid'] > 1.5  # what the grid-only check saw: it let this run through
+    assert 0.0 < params['direct_gap_gamma'] < MIN_BAND_GAP_EV
+    assert params['band_gap'] == pytest.approx(params['direct_gap_gamma'])
+    assert 'dielectric_tensor' in results['output_arrays'].get_arraynames()  # kept for inspection
+
+
+def test_gap_check_passes_at_the_lda_lattice(parse):
+    results, process = parse(recorded('gaas_relaxed'))
+    assert process.is_finished_ok, process.exit_message
+    params = results['output_parameters'].get_dict()
+    assert params['direct_gap_gamma'] > 0.5 and params['band_gap'] == pytest.approx(params['direct_gap_gamma'])
+    assert params['band_gap_grid'] > params['band_gap']
+
+
+def test_band_inversion_at_gamma_gives_no_gap(parse, tmp_path):
+    """The s-like conduction state below the p-like valence triplet at Γ: by band count the gap is inside the
+    triplet (0), so the run fails even though every other k-point has a gap."""
+    import netCDF4
+
+    files = recorded('gaas_relaxed')
+    path = tmp_path / 'gap_gsr.nc'
+    path.write_bytes(files[Calc.GAP_GSR_FILE])
+    with netCDF4.Dataset(path, 'a') as ds:
+        kpoints = ds.variables['reduced_coordinates_of_kpoints'][:]
+        gamma = int(np.flatnonzero(np.abs(kpoints).max(axis=1) < 1e-8)[0])
+        eig = ds.variables['eigenvalues'][:]
+        valence_top = eig[0, gamma, 3]
+        eig[0, gamma, 1:5] = [valence_top - 0.0014, valence_top, valence_top, valence_top]  # s below the triplet
+        ds.variables['eigenvalues'][:] = eig
+    files[Calc.GAP_GSR_FILE] = path.read_bytes()
+    results, process = parse(files)
+    assert process.exit_status == Calc.exit_codes.ERROR_NO_GAP.status
+    assert results['output_parameters']['direct_gap_gamma'] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_missing_gap_bands(parse):
+    files = recorded('gaas_relaxed')
+    del files[Calc.GAP_GSR_FILE]
+    _, process = parse(files)
+    assert process.exit_status == Calc.exit_codes.ERROR_MISSING_OUTPUT_FILES.status

@@ -6,8 +6,9 @@ Inputs (ports familiar to aiida-abinit users):
     kpoints          KpointsData holding a mesh (`set_kpoints_mesh(mesh, offset)`); `settings.kpoint_shifts`
                      may replace its single offset by several shifts (e.g. the fcc four-shift set).
     parameters       Dict of ABINIT variables (ecut, nstep, diemac, tolerances ...). Dataset numbers are fixed:
-                     1 = ground state (+ Berry phase), 2 = ddk, 3 = electric field (+ phonons) at q = 0, so
-                     `tolvrs1`, `tolwfr2`, `tolvrs3` set each dataset's tolerance (defaults below).
+                     1 = ground state (+ Berry phase), 2 = ddk, 3 = electric field (+ phonons) at q = 0,
+                     4 = non-SCF bands at the gap k-points (always run, see `GAP_KPOINTS`), so `tolvrs1`,
+                     `tolwfr2`, `tolvrs3`, `tolwfr4` set each dataset's tolerance (defaults below).
                      Structure, k-point and file variables are set here and refused in `parameters`.
                      `nband` (if given) is the number of bands of the ground state only: the response
                      datasets always use the occupied bands.
@@ -36,12 +37,20 @@ from aiida_mlresponse.abinit.inputs import AbinitInputError, base_name
 
 RESPONSE_DEFAULTS = {'polarization': True, 'dielectric': True, 'phonons': False}
 # Default tolerance of each dataset, used when `parameters` sets none for it.
-DEFAULT_TOLERANCES = {1: ('tolvrs', 1.0e-12), 2: ('tolwfr', 1.0e-16), 3: ('tolvrs', 1.0e-8)}
+DEFAULT_TOLERANCES = {1: ('tolvrs', 1.0e-12), 2: ('tolwfr', 1.0e-16), 3: ('tolvrs', 1.0e-8), 4: ('tolwfr', 1.0e-12)}
+# The gap check's k-points (reduced): Γ and the seven other time-reversal-invariant points (half reciprocal
+# vectors), where band extrema of any cell sit by symmetry; in the fcc primitive cell: Γ, the four L and the
+# three X points. The ground-state grids of the protocols (fcc four-shift) contain none of them, and a band
+# inversion at Γ (LDA GaAs at a too large lattice) leaves their grid gap open: ABINIT then fills the bands as
+# for an insulator and ε∞ never converges with the grid.
+GAP_KPOINTS = [[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.0, 0.5, 0.0], [0.0, 0.0, 0.5],
+               [0.5, 0.5, 0.0], [0.5, 0.0, 0.5], [0.0, 0.5, 0.5], [0.5, 0.5, 0.5]]
 TOLERANCE_NAMES = ('toldfe', 'toldff', 'tolrff', 'tolvrs', 'tolwfr')
 # The variables the CalcJob writes per dataset: a user setting them would break the dataset logic.
 RESPONSE_VARIABLES = frozenset(
     {'ndtset', 'jdtset', 'berryopt', 'rfddk', 'rfelfd', 'rfphon', 'rfatpol', 'rfdir', 'nqpt', 'qpt', 'iscf',
-     'getwfk', 'getddk', 'irdwfk', 'irdddk', 'optdriver', 'kptopt', 'iomode', 'occopt'}
+     'getwfk', 'getddk', 'getden', 'irdwfk', 'irdddk', 'optdriver', 'kptopt', 'nkpt', 'kpt', 'wtk', 'iomode',
+     'occopt'}
 )
 
 
@@ -71,13 +80,19 @@ def response_switches(response) -> dict:
 
 
 def dataset_variables(switches: dict, natom: int, nocc: int, nband_ground_state: int, parameters: dict) -> dict:
-    """The per-dataset variables: DS1 ground state (+ Berry phase), DS2 ddk, DS3 E-field/phonons at Γ."""
+    """The per-dataset variables: DS1 ground state (+ Berry phase), DS2 ddk, DS3 E-field/phonons at Γ, DS4 bands
+    at `GAP_KPOINTS` from the DS1 density (non-SCF, for the gap check)."""
     datasets = [1]
     if switches['dielectric']:
         datasets.append(2)
     if switches['dielectric'] or switches['phonons']:
         datasets.append(3)
-    variables = {'ndtset': len(datasets), 'jdtset': datasets, 'kptopt': 2, 'nband': nocc, 'nband1': nband_ground_state}
+    datasets.append(4)
+    variables = {
+        'ndtset': len(datasets), 'jdtset': datasets, 'kptopt': 2, 'nband': nocc, 'nband1': nband_ground_state,
+        'nband4': nband_ground_state, 'getden4': 1, 'iscf4': -2, 'kptopt4': 0, 'nkpt4': len(GAP_KPOINTS),
+        'kpt4': GAP_KPOINTS,
+    }
     if switches['polarization']:
         variables.update({'berryopt1': -1, 'rfdir1': [1, 1, 1]})
     if 2 in datasets:
@@ -125,10 +140,11 @@ class AbinitResponseCalculation(AbinitCalculation):
     _PSEUDO_TYPE = Psp8Data  # the valence charge is read from the psp8 header
     _SETTINGS_KEYS = frozenset({'kpoint_shifts', 'extra_bands'})
     GSR_FILE = f'{PREFIX}_DS1_GSR.nc'
+    GAP_GSR_FILE = f'{PREFIX}_DS4_GSR.nc'
     DDB_NC_FILE = f'{PREFIX}_DS3_DDB.nc'
     DDB_FILE = f'{PREFIX}_DS3_DDB'
     OUT_NC_FILE = f'{PREFIX}_OUT.nc'
-    _RETRIEVE_TEMPORARY_FILES = (GSR_FILE, DDB_NC_FILE, DDB_FILE, OUT_NC_FILE)
+    _RETRIEVE_TEMPORARY_FILES = (GSR_FILE, GAP_GSR_FILE, DDB_NC_FILE, DDB_FILE, OUT_NC_FILE)
 
     @classmethod
     def define(cls, spec):
@@ -138,7 +154,8 @@ class AbinitResponseCalculation(AbinitCalculation):
         spec.input('reference_polarization', valid_type=orm.ArrayData, required=False,
                    validator=validate_reference_polarization,
                    help='Array `polarization` (3,) e/Bohr^2 of the reference structure, to fix the branch of P.')
-        spec.inputs['parameters'].help = 'ABINIT variables; dataset 1 ground state, 2 ddk, 3 response at Γ.'
+        spec.inputs['parameters'].help = ('ABINIT variables; dataset 1 ground state, 2 ddk, 3 response at Γ, '
+                                          '4 bands at the gap k-points.')
         spec.output('output_parameters', valid_type=orm.Dict,
                     help='Scalars with `*_units` keys: energies, gap, volume, electrons, polarization.')
         spec.output('output_arrays', valid_type=orm.ArrayData,
@@ -160,8 +177,8 @@ class AbinitResponseCalculation(AbinitCalculation):
         for tol in TOLERANCE_NAMES:
             if tol in names:
                 return (
-                    f'give `{tol}` with a dataset number ({tol}1 ground state, {tol}2 ddk, {tol}3 response): '
-                    'one tolerance cannot suit all three datasets.'
+                    f'give `{tol}` with a dataset number ({tol}1 ground state, {tol}2 ddk, {tol}3 response, '
+                    f'{tol}4 gap bands): one tolerance cannot suit every dataset.'
                 )
         if 'ecut' not in names:
             return '`parameters` must set `ecut` (Ha).'

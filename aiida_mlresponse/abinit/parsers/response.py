@@ -2,7 +2,12 @@
 
 Outputs
     output_parameters (Dict)
-        total_energy [Ha], fermi_energy, homo, lumo, band_gap [eV], volume [Bohr^3], number_of_electrons,
+        total_energy [Ha], fermi_energy, homo, lumo [eV] (ground-state grid), volume [Bohr^3], number_of_electrons,
+        band_gap [eV]: lowest empty minus highest occupied band over the ground-state grid AND the gap k-points
+            (Γ and the other time-reversal-invariant points, dataset 4); band_gap_grid: the grid alone;
+            direct_gap_gamma: at Γ. Occupied = the lowest number_of_electrons / 2 bands at every k-point, so a
+            band inversion (an empty band below an occupied one) gives a gap <= 0. The run fails with
+            ERROR_NO_GAP when band_gap < MIN_BAND_GAP_EV.
         polarization (branch fixed) and polarization_as_printed [e/Bohr^2, Cartesian] when computed,
         polarization_branch_reference (True when fixed against `reference_polarization`),
         abinit_warnings (number of scprqt nstep warnings), each quantity with a `<name>_units` key.
@@ -39,6 +44,10 @@ from aiida_mlresponse.physics.born import (
 from aiida_mlresponse.physics.polarization import fix_branch
 from aiida_mlresponse.physics.units import HARTREE_TO_EV
 
+# Below this gap (eV) the protocols' k-grids cannot converge ε∞ (it diverges as the gap closes), and a gap
+# of a few meV at a point of the gap set is what a band inversion split by a displacement leaves.
+MIN_BAND_GAP_EV = 0.05
+
 
 class AbinitResponseParser(AbinitParser):
     """Parse GSR.nc (P, energies, gap, forces), DDB.nc + DDB (ε∞, Z*, Γ force constants)."""
@@ -66,7 +75,7 @@ class AbinitResponseParser(AbinitParser):
         if unconverged:
             return self.exit_codes.ERROR_RESPONSE_NOT_CONVERGED
         gap = parameters.get('band_gap')
-        if gap is not None and gap <= 0.0:
+        if gap is not None and gap < MIN_BAND_GAP_EV:
             return self.exit_codes.ERROR_NO_GAP.format(gap_ev=f'{gap:.4f}')
         problem = self._check_physics(arrays)
         if problem:
@@ -94,8 +103,9 @@ class AbinitResponseParser(AbinitParser):
         if lumo is not None:
             parameters.update({
                 'lumo': lumo * HARTREE_TO_EV, 'lumo_units': 'eV',
-                'band_gap': (lumo - homo) * HARTREE_TO_EV, 'band_gap_units': 'eV',
+                'band_gap_grid': (lumo - homo) * HARTREE_TO_EV, 'band_gap_grid_units': 'eV',
             })
+        parameters.update(_gap_check(gsr, read_gsr(_existing(folder / Calc.GAP_GSR_FILE))))
         arrays = {'forces': (gsr['forces'], 'Ha/Bohr'), 'stress': (gsr['stress'], 'Ha/Bohr^3')}
 
         if switches['polarization']:
@@ -154,6 +164,32 @@ class AbinitResponseParser(AbinitParser):
             if np.linalg.eigvalsh(0.5 * (eps + eps.T)).min() < 1.0:
                 return f'ε∞ has an eigenvalue below 1: {np.round(eps, 5).tolist()}'
         return None
+
+
+def _gap_check(gsr: dict, gap_gsr: dict) -> dict:
+    """band_gap over the grid and the gap k-points, band_gap at the gap k-points and at Γ (eV), by band count."""
+    nocc = int(round(gsr['number_of_electrons'])) // 2
+    kpoints = np.asarray(gap_gsr['reduced_kpoints'], dtype=float)
+    gamma = np.flatnonzero(np.abs(kpoints).max(axis=1) < 1e-8)
+    result = {}
+    edges = {}
+    for name, data in (('grid', gsr), ('gap_kpoints', gap_gsr)):
+        eig = np.asarray(data['eigenvalues'], dtype=float)  # (nsppol, nkpt, nband) Ha
+        if eig.shape[-1] > nocc:
+            edges[name] = (eig[..., :nocc].max(), eig[..., nocc].min())
+    if 'gap_kpoints' not in edges:
+        raise OutputFileError(f'the gap-check dataset has no band above the {nocc} occupied ones')
+    homo = max(edge[0] for edge in edges.values())
+    lumo = min(edge[1] for edge in edges.values())
+    result['band_gap'] = (lumo - homo) * HARTREE_TO_EV
+    result['band_gap_kpoints'] = (edges['gap_kpoints'][1] - edges['gap_kpoints'][0]) * HARTREE_TO_EV
+    if gamma.size:
+        eig = np.asarray(gap_gsr['eigenvalues'], dtype=float)[:, gamma[0]]
+        result['direct_gap_gamma'] = float((eig[:, nocc] - eig[:, nocc - 1]).min() * HARTREE_TO_EV)
+    for key in list(result):
+        result[key] = float(result[key])
+        result[f'{key}_units'] = 'eV'
+    return result
 
 
 def _existing(path: pathlib.Path) -> pathlib.Path:
