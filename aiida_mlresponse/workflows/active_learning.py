@@ -16,6 +16,9 @@ and no candidate left between `lo` and `hi`. The output `stop_reason` says which
 
 Pool rows carry `configuration_index` (default: offset past the starting dataset's indices), the index
 the labels keep in the dataset, so a pick can be traced back to the round and rule that chose it.
+A pick whose ABINIT run fails is left out (the labelling work chain's `failed` output, named in the report) and
+dropped from the pool (`drop_failed`), so no later round picks it again; more failures in a round than
+`max_failed_fraction` stop the campaign with exit code 485.
 """
 
 from __future__ import annotations
@@ -47,6 +50,17 @@ def index_pool(pool: orm.ArrayData, offset: orm.Int) -> orm.ArrayData:
     rows = len(pool.get_array(pool.get_arraynames()[0]))
     indexed.set_array('configuration_index', np.arange(rows) + offset.value)
     return indexed
+
+
+@calcfunction
+def drop_failed(pool: orm.ArrayData, failed: orm.Dict) -> orm.ArrayData:
+    """The pool without the configurations whose ABINIT run failed (a later round must not pick them again)."""
+    index = pool.get_array('configuration_index')
+    keep = ~np.isin(index, [int(i) for i in failed.get_dict()])
+    kept = orm.ArrayData()
+    for name in pool.get_arraynames():
+        kept.set_array(name, pool.get_array(name)[keep])
+    return kept
 
 
 @calcfunction
@@ -171,15 +185,17 @@ class ActiveLearningWorkChain(WorkChain):
     def inspect_labels(self):
         node = self.ctx.labels
         self.ctx.times['dft_seconds'] = (node.mtime - node.ctime).total_seconds()
+        failed = node.outputs.failed if 'failed' in node.outputs else None
+        for index, failure in (failed.get_dict() if failed is not None else {}).items():
+            self.report(f'configuration {index} left out: exit {failure["exit_status"]} {failure["message"]}')
         if not node.is_finished_ok:
             if self.ctx.round == 0:
                 return self.exit_codes.ERROR_INITIAL_LABELS_FAILED.format(message=f'{node.process_label}<{node.pk}> exit {node.exit_status}')
             return self.exit_codes.ERROR_TOO_MANY_FAILED_LABELS.format(
-                round=self.ctx.round, failed=len(node.outputs.failed.get_dict()) if 'failed' in node.outputs else '?',
+                round=self.ctx.round, failed=len(failed.get_dict()) if failed is not None else '?',
                 total=len(self.ctx.picks.get_array('configuration_index')))
-        failed = node.outputs.failed.get_dict()
-        for index, failure in failed.items():
-            self.report(f'configuration {index} left out: exit {failure["exit_status"]} {failure["message"]}')
+        if self.ctx.round > 0 and failed.get_dict():
+            self.ctx.pool = drop_failed(self.ctx.pool, failed)
         self.ctx.dataset = node.outputs.dataset
         if 'reference_arrays' in node.outputs:
             self.ctx.reference_arrays = node.outputs.reference_arrays
