@@ -90,3 +90,26 @@ def test_workchain_restarts_after_walltime(abinit_code, bn_structure, pseudo_fam
     assert limits == [2**i for i in range(len(calcs))]
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
     assert 'born_charges' in results['output_arrays'].get_arraynames()
+
+
+@pytest.mark.parametrize('lattice', ['paper', 'relaxed'])
+def test_gap_check_at_gamma(abinit_code, pseudo_families, lattice):
+    """LDA large-core GaAs (test protocol): at the paper's PBE lattice the bands close at Γ, which the four-shift
+    grid never samples; the gap dataset sees it and the run fails. At the LDA lattice the Γ gap is open."""
+    from aiida_mlresponse.abinit.calculations.response import AbinitResponseCalculation
+    from aiida_mlresponse.abinit.parsers.response import MIN_BAND_GAP_EV
+    from aiida_mlresponse.data import structure_from_arrays
+    from aiida_mlresponse.physics.crystals import gaas
+
+    builder = AbinitResponseBaseWorkChain.get_builder_from_protocol(
+        abinit_code, structure_from_arrays(*gaas(lattice)), protocol='test',
+        response={'polarization': True, 'dielectric': False})
+    results, node = run_get_node(AbinitResponseCalculation, **dict(builder.abinit))
+    params = results['output_parameters'].get_dict()
+    assert params['band_gap_grid'] > 1.0  # the grid alone always looks like a good insulator
+    if lattice == 'paper':
+        assert node.exit_status == AbinitResponseCalculation.exit_codes.ERROR_NO_GAP.status
+        assert params['direct_gap_gamma'] < MIN_BAND_GAP_EV
+    else:
+        assert node.is_finished_ok, node.exit_message
+        assert params['direct_gap_gamma'] > 0.5 and params['band_gap'] == pytest.approx(params['direct_gap_gamma'])
