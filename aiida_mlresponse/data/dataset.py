@@ -14,6 +14,10 @@ class DatasetData(orm.ArrayData):
     Arrays live in the repository, not in attributes; `kind`, `units` and `size` are attributes.
     """
 
+    # The uuids of the ABINIT runs behind the rows: a dataset remade from cached runs (a campaign launched again) has
+    # other uuids but the same labels, so a training on it must still be taken from the cache.
+    _hash_ignored_attributes = ('calculations',)
+
     def set_rows(self, kind: str, arrays: dict) -> None:
         """Store `arrays` after checking them against the schema of `kind` (a `SchemaError` names the column)."""
         schema = get_schema(kind)
