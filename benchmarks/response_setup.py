@@ -13,7 +13,7 @@ benchmarks/results/response_setup.json:
   3. ε∞ (mean diagonal) against the four-shift k-grid at the `fast` cutoff, at both lattices, with the
      wall and ABINIT CPU seconds of each run (P + ε∞, the labelling default).
 
-    .venv/bin/python benchmarks/response_setup.py                      # ~10 min on a free 2-core machine
+    .venv/bin/python benchmarks/response_setup.py      # ABINIT CPU ~9 min; ~40 min wall on the loaded machine
     .venv/bin/python benchmarks/response_setup.py --systems GaAs --grids 2 4
 
 Run it niced (`nice -n 10`) on a shared machine; the load average is recorded with the times.
@@ -33,6 +33,7 @@ import numpy as np
 
 RESULTS = pathlib.Path(__file__).parent / 'results' / 'response_setup.json'
 SCAN_BOHR = {'GaAs': (-0.2, -0.1, 0.0, 0.1, 0.2), 'BN': (-0.12, -0.06, 0.0, 0.06, 0.12)}  # around `relaxed`
+VERSIONS = set()  # ABINIT versions printed by the runs
 # four-shift meshes of the ε∞ scan, per system and lattice (the paper lattice only to show the contrast)
 GRIDS = {'GaAs': {'paper': (2, 4), 'relaxed': (2, 4, 6)}, 'BN': {'paper': (2,), 'relaxed': (2, 4)}}
 
@@ -58,6 +59,7 @@ def run(system: str, a_bohr: float, mesh: int, response: dict) -> dict:
     wall = time.time() - start
     params = results['output_parameters'].get_dict()
     text = node.outputs.retrieved.base.repository.get_object_content('aiida.abo')
+    VERSIONS.update(re.findall(r'\.Version\s+(\S+)', text))
     # ABINIT's own times (those of the run that produced the result, also when AiiDA's cache reused it)
     times = re.search(r'Proc\.\s+0 individual time \(sec\): cpu=\s*([\d.]+)\s+wall=\s*([\d.]+)', text)
     row = {
@@ -70,7 +72,8 @@ def run(system: str, a_bohr: float, mesh: int, response: dict) -> dict:
         if key in params:
             row[f'{key}_ev'] = round(params[key], 4)
     if 'output_arrays' in results and 'dielectric_tensor' in results['output_arrays'].get_arraynames():
-        row['eps_inf_mean_diagonal'] = round(float(np.trace(results['output_arrays'].get_array('dielectric_tensor')) / 3), 4)
+        eps = results['output_arrays'].get_array('dielectric_tensor')
+        row['eps_inf_mean_diagonal'] = round(float(np.trace(eps) / 3), 4)
     print(system, row, flush=True)
     return row
 
@@ -79,9 +82,11 @@ def relaxed_lattice(system: str) -> dict:
     from aiida_mlresponse.abinit.protocols import get_protocol_inputs
     from aiida_mlresponse.physics.crystals import LATTICE_BOHR
 
-    mesh = get_protocol_inputs(protocol='fast', elements={'GaAs': ['Ga', 'As'], 'BN': ['B', 'N']}[system])['kpoints']['mesh'][0]
+    elements = {'GaAs': ['Ga', 'As'], 'BN': ['B', 'N']}[system]
+    mesh = get_protocol_inputs(protocol='fast', elements=elements)['kpoints']['mesh'][0]
     centre = LATTICE_BOHR[system]['relaxed']
-    rows = [run(system, centre + delta, mesh, {'polarization': True, 'dielectric': False}) for delta in SCAN_BOHR[system]]
+    ground_state = {'polarization': True, 'dielectric': False}
+    rows = [run(system, centre + delta, mesh, ground_state) for delta in SCAN_BOHR[system]]
     a = np.array([row['a_bohr'] for row in rows])
     energy = np.array([row['total_energy_ha'] for row in rows])
     fit = np.polyfit(a, energy, 3)
@@ -109,7 +114,8 @@ def main(argv=None):
     result = {
         'description': __doc__.split('\n\n')[0],
         'units': {'a_bohr': 'Bohr', 'total_energy_ha': 'Ha', '*_ev': 'eV', 'abinit_cpu_s': 's (ABINIT CPU)',
-                  'abinit_wall_s': 's (ABINIT wall)', 'aiida_wall_s': 's (AiiDA process wall; null when reused from cache)', 'eps_inf_mean_diagonal': 'dimensionless'},
+                  'abinit_wall_s': 's (ABINIT wall)', 'aiida_wall_s': 's (AiiDA process wall; null: reused from cache)',
+                  'eps_inf_mean_diagonal': 'dimensionless'},
         'machine': {'platform': platform.platform(), 'cpus': os.cpu_count(), 'load_average_start': os.getloadavg(),
                     'note': 'shared 2-core machine: wall times include the load of other jobs; ABINIT serial, niced'},
         'abinit_version': None, 'aiida_version': aiida.__version__,
@@ -126,15 +132,10 @@ def main(argv=None):
                 for mesh in (args.grids or GRIDS[system][name])
             ]
         result['systems'][system] = entry
-    from aiida import orm
-    from aiida.orm import CalcJobNode
-
-    last = orm.QueryBuilder().append(CalcJobNode, tag='c').order_by({'c': {'ctime': 'desc'}}).first()[0]
-    version = re.search(r'\.Version\s+(\S+)', last.outputs.retrieved.base.repository.get_object_content('aiida.abo'))
-    result['abinit_version'] = version.group(1) if version else None
+    result['abinit_version'] = ', '.join(sorted(VERSIONS))
     result['machine']['load_average_end'] = os.getloadavg()
     RESULTS.write_text(json.dumps(result, indent=1) + '\n')
-    print(f'wrote {RESULTS.relative_to(pathlib.Path.cwd()) if RESULTS.is_relative_to(pathlib.Path.cwd()) else RESULTS.name}')
+    print(f'wrote {RESULTS}')
 
 
 if __name__ == '__main__':
