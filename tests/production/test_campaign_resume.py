@@ -187,9 +187,12 @@ def test_killed_campaign_launched_again_with_caching_reuses_every_finished_abini
     # the killed campaign's two trainings are reused too (the same labels), so the picks are the same
     assert state['trainings_cached'] == [True, True, False] and state['picks'][:2] == killed['picks'][:2], state
     done_before = {c[5] for chain in killed['labelling'] for c in chain if c[1] == 'finished' and c[2] == 0}
-    assert len(done_before) == 1 + 4 + 2 + 1, killed  # reference, initial, round 1, round 2's first pick
+    # reference, initial, round 1, round 2's first pick; its second too when the kill (a few seconds of `verdi`) came
+    # after that job's end
+    assert len(done_before) in (1 + 4 + 2 + 1, 1 + 4 + 2 + 2), killed
+    print(f'ABINIT runs finished before the kill: {len(done_before)} of 9')
     calcs = [c for chain in state['labelling'] for c in chain]
     cached = [c for c in calcs if c[4]]
     ran = [c for c in calcs if not c[4]]
     assert {c[4] for c in cached} == done_before, (cached, done_before)
-    assert len(ran) == 1 and len(calcs) == 1 + len(state['dataset']), calcs  # only round 2's second pick ran ABINIT
+    assert len(calcs) == 1 + len(state['dataset']) and len(ran) == len(calcs) - len(done_before), calcs  # none twice
