@@ -280,7 +280,7 @@ def main():
         stem = 'pcamlp_accuracy_synthetic'
     else:
         data = read_dataset(args.data)
-        source = f'Mg, ABINIT `fast` protocol campaign ({args.data}, {len(data["D"])} configurations)'
+        source = f'Mg, ABINIT `fast` protocol campaign ({pathlib.Path(args.data).name}, {len(data["D"])} configurations)'
         stem = 'pcamlp_accuracy'
     stem += f'_{args.tag.lstrip("_")}' if args.tag else ''
     fields_names = [name for name in DEFAULT_FIELDS if name in data]
@@ -332,7 +332,7 @@ def main():
         'machine': f'{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores '
                    f'shared with other jobs (load average {os.getloadavg()[0]:.2f} at the end), '
                    f'torch threads {args.threads}, CPU',
-        'settings': {k: v for k, v in vars(args).items() if k not in ('data',)},
+        'settings': {k: v for k, v in vars(args).items() if k not in ('data', 'results_dir')},  # no machine paths
         'units': 'energies mHa per 4-atom cell, NRMSE percent (RMSE / range of the truth, per configuration), '
                  'positions Bohr, stress GPa, times s',
         'n_configurations_available': int(n), 'n_test': int(n_test), 'train_sizes_run': sizes,
