@@ -194,5 +194,6 @@ def test_killed_campaign_launched_again_with_caching_reuses_every_finished_abini
     calcs = [c for chain in state['labelling'] for c in chain]
     cached = [c for c in calcs if c[4]]
     ran = [c for c in calcs if not c[4]]
-    assert {c[4] for c in cached} == done_before, (cached, done_before)
-    assert len(calcs) == 1 + len(state['dataset']) and len(ran) == len(calcs) - len(done_before), calcs  # none twice
+    # every run finished before the kill is reused (one finishing between the snapshot and the stop may be too)
+    assert done_before <= {c[4] for c in cached}, (cached, done_before)
+    assert len(calcs) == 1 + len(state['dataset']) and len(ran) == len(calcs) - len(cached), calcs  # none twice

@@ -29,7 +29,7 @@ def bn_campaign(abinit_code, python_code, bn_structure, **settings):
 @pytest.mark.slow
 def test_two_round_bn_campaign_records_every_decision(abinit_code, pseudo_families, python_code, bn_structure):
     builder = bn_campaign(abinit_code, python_code, bn_structure, batch_size=orm.Int(2), max_rounds=orm.Int(2),
-                          budget=orm.Int(20), trust=orm.Dict({'lo': 1e-6, 'hi': 1e9, 'mode': 'calibrated'}))
+                          budget=orm.Int(20), trust=orm.Dict({'lo': 0.0, 'hi': 1e12, 'mode': 'calibrated'}))
     results, node = run_get_node(builder)
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
     assert results['stop_reason'].value.startswith('round limit')

@@ -42,7 +42,12 @@ def reports(node):
 
 @pytest.mark.slow
 def test_failed_label_left_out_with_reason_and_too_many_stop_the_campaign(abinit_code, pseudo_families, python_code):
+    from aiida.common.log import configure_logging
     from aiida.manage.caching import enable_caching
+
+    # reports go to the database through the ORM log handler, as under `verdi run` and the daemon (an
+    # earlier test in the session may have configured logging without it)
+    configure_logging(with_orm=True)
 
     # four labels to start from, at the plain test protocol (they all converge)
     initial = sample_deformation_configurations(orm.Int(4), orm.Int(11), orm.Float(0.03), orm.Float(2.0))
