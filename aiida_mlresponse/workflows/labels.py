@@ -188,18 +188,24 @@ class LabelsWorkChain(WorkChain):
     def has_pending(self):
         return bool(self.ctx.pending)
 
-    def _structure_for(self, position):
-        kind = self.inputs.kind.value
-        configurations = self.inputs.configurations
-        if kind == 'mg_strain' and self.inputs.warm_start.value and 'R' not in configurations.get_arraynames():
-            done_d, done_r = self._finished_coordinates()
-            if len(done_d) >= label_rows.WARM_START_MIN_ROWS:
-                from aiida_mlresponse.sampling.deformations import warm_start_coordinates
+    def _warm_starts(self):
+        """mg_strain with `warm_start`: the (D, R) rows finished so far to fit R(D) on, once per batch; else None."""
+        if (self.inputs.kind.value != 'mg_strain' or not self.inputs.warm_start.value
+                or 'R' in self.inputs.configurations.get_arraynames()):
+            return None
+        done_d, done_r = self._finished_coordinates()
+        return (done_d, done_r) if len(done_d) >= label_rows.WARM_START_MIN_ROWS else None
 
-                deformation = configurations.get_array('deformations')[position]
-                r_params = warm_start_coordinates(done_d, done_r, deformation[None])[0]
-                return label_rows.mg_structure(deformation, r_params)
-        return label_rows.configuration_structures(kind, configurations, self.inputs.get('reference'), rows=[position])[0]
+    def _structure_for(self, position, warm_starts=None):
+        configurations = self.inputs.configurations
+        if warm_starts is not None:
+            from aiida_mlresponse.sampling.deformations import warm_start_coordinates
+
+            deformation = configurations.get_array('deformations')[position]
+            r_params = warm_start_coordinates(*warm_starts, deformation[None])[0]
+            return label_rows.mg_structure(deformation, r_params)
+        return label_rows.configuration_structures(self.inputs.kind.value, configurations, self.inputs.get('reference'),
+                                                   rows=[position])[0]
 
     def _finished_coordinates(self):
         """(D, R) of the rows labelled so far: this run's, then the extended dataset's."""
@@ -221,8 +227,9 @@ class LabelsWorkChain(WorkChain):
         size = self.inputs.max_concurrent.value
         batch, self.ctx.pending = self.ctx.pending[:size], self.ctx.pending[size:]
         extra = {'reference_polarization': self._reference_arrays()} if self.inputs.kind.value == 'response' else None
+        warm_starts = self._warm_starts()
         for position in batch:
-            builder = self._builder(self._structure_for(position), extra)
+            builder = self._builder(self._structure_for(position, warm_starts), extra)
             builder.metadata.call_link_label = f'label_{self.ctx.indices[position]}'
             node = self.submit(builder)
             node.base.extras.set('configuration_index', self.ctx.indices[position])
