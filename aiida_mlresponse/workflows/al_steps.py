@@ -25,16 +25,24 @@ CONFIGURATION_KEYS = {'response': 'positions', 'mg_strain': 'deformations'}
 LISTED_REJECTS = 200
 
 
-def _configurations(kind: str, pool: orm.ArrayData) -> dict:
+def _configurations(pool: orm.ArrayData) -> dict:
     return {name: pool.get_array(name) for name in pool.get_arraynames() if name != 'configuration_index'}
 
 
-def _predict(models: dict, configurations: dict, with_born_charges: bool = False) -> dict:
-    predictions = {}
+def _load(models: dict) -> list:
+    """(kind, module, metadata) of each ModelData, read once per step."""
+    loaded = []
     for model in models.values():
         module, payload = model.load()
-        predictions.update(predict_columns(model.kind, module, payload['metadata'], configurations,
-                                           with_born_charges and payload['metadata'].get('target') == 'polarization'))
+        loaded.append((model.kind, module, payload['metadata']))
+    return loaded
+
+
+def _predict(loaded: list, configurations: dict, with_born_charges: bool = False) -> dict:
+    predictions = {}
+    for kind, module, metadata in loaded:
+        predictions.update(predict_columns(kind, module, metadata, configurations,
+                                           with_born_charges and metadata.get('target') == 'polarization'))
     return predictions
 
 
@@ -75,8 +83,8 @@ def score_pool(pool: orm.ArrayData, dataset, settings: orm.Dict, **inputs):
     """
     options = settings.get_dict()
     kind = options['kind']
-    models = {key: node for key, node in inputs.items() if key.startswith('model_')}
-    configurations = _configurations(kind, pool)
+    models = _load({key: node for key, node in inputs.items() if key.startswith('model_')})
+    configurations = _configurations(pool)
     predictions = _predict(models, configurations)
     scales = _scales(dataset, predictions)
     spreads = {c: spread for c, (_, spread) in predictions.items()}
@@ -93,7 +101,7 @@ def score_pool(pool: orm.ArrayData, dataset, settings: orm.Dict, **inputs):
         cells = np.repeat(np.asarray(options['reference_cell'])[None], len(pool_index), 0)
         reasons = acq.physics_rejections(configurations['positions'], cells, predictions.get('dielectric_tensor', (None,))[0],
                                          min_distance=float(options.get('min_distance', 0.5)))
-        p_models = {k: m for k, m in models.items() if m.base.attributes.get('metadata', {}).get('target') == 'polarization'}
+        p_models = [loaded for loaded in models if loaded[2].get('target') == 'polarization']
         if p_models:
             def shortlist_check(rows):
                 z = _predict(p_models, {'positions': configurations['positions'][rows]}, with_born_charges=True)['born_charges'][0]
@@ -148,7 +156,7 @@ def score_pool(pool: orm.ArrayData, dataset, settings: orm.Dict, **inputs):
     return {'picks': picks, 'picked_predictions': picked_predictions, 'scores': scores, 'decisions': orm.Dict(decisions)}
 
 
-def _reference_prediction(kind: str, models: dict, reference_positions) -> dict:
+def _reference_prediction(kind: str, models: list, reference_positions) -> dict:
     """The committee's mean and spread at the reference configuration: the property the convergence rule watches."""
     configurations = ({'positions': reference_positions[None]} if kind == 'response'
                       else {'deformations': REFERENCE_DEFORMATION[None]})
@@ -162,7 +170,7 @@ def evaluate_models(test_dataset, **models) -> orm.Dict:
     kind = test_dataset.kind
     column = 'positions' if kind == 'response' else 'deformation'
     key = CONFIGURATION_KEYS[kind]
-    predictions = _predict(models, {key: test_dataset.get_array(column)})
+    predictions = _predict(_load(models), {key: test_dataset.get_array(column)})
     labels = {c: test_dataset.get_array(c) for c in predictions if c in test_dataset.get_arraynames()}
     scales = {c: 1.0 for c in labels}
     return orm.Dict(errors_against_labels(predictions, labels, scales)['columns'] | {'rows': int(test_dataset.size)})
