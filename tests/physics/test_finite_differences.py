@@ -31,7 +31,23 @@ def triclinic():
     return cell, positions, [8, 8, 14]
 
 
-CRYSTALS = {'GaAs': in_bohr(gaas()), 'BN': in_bohr(bn_cubic()), 'Mg': in_bohr(mg_reference()), 'P1': triclinic()}
+def kagome():
+    """P6mm: a kagome layer (3-atom orbit, site 2mm) under an apex atom. Its 3-atom orbit tells eq. (1) from the
+    wrong pairing of R with S⁻¹(κ), which 1- and 2-atom orbits (GaAs, hcp) cannot."""
+    cell = np.array([[7.0, 0.0, 0.0], [-3.5, 3.5 * np.sqrt(3.0), 0.0], [0.0, 0.0, 6.5]])
+    positions = np.array([[0.5, 0.0, 0.0], [0.0, 0.5, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 0.3]]) @ cell
+    return cell, positions, [8, 8, 8, 14]
+
+
+def rotated(crystal):
+    """The same crystal in a general Cartesian orientation."""
+    rotation = np.linalg.qr(np.random.default_rng(11).normal(size=(3, 3)))[0]
+    cell, positions, numbers = crystal
+    return cell @ rotation.T, positions @ rotation.T, numbers
+
+
+CRYSTALS = {'GaAs': in_bohr(gaas()), 'BN': in_bohr(bn_cubic()), 'Mg': in_bohr(mg_reference()), 'P1': triclinic(),
+            'kagome': kagome(), 'GaAs rotated': rotated(in_bohr(gaas()))}
 
 
 def bonds(cell, positions, numbers):
@@ -76,7 +92,7 @@ def rotate3(rotation, tensor):
     return np.einsum('gc,ad,be,cde->gab', rotation, rotation, rotation, tensor)
 
 
-@pytest.mark.parametrize('name', ['GaAs', 'BN'])
+@pytest.mark.parametrize('name', ['GaAs', 'BN', 'GaAs rotated'])
 def test_zincblende_has_24_operations_and_one_displacement(name):
     cell, positions, numbers = CRYSTALS[name]
     rotations, translations, permutations = symmetry_operations(cell, positions, numbers)
@@ -109,9 +125,9 @@ def test_supercell_and_nonsymmorphic_operations():
         np.testing.assert_allclose(diff, np.round(diff), atol=1e-9)
 
 
-@pytest.mark.parametrize('name', ['GaAs', 'Mg', 'P1'])
+@pytest.mark.parametrize('name', ['GaAs', 'Mg', 'P1', 'kagome', 'GaAs rotated'])
 def test_operations_map_derivatives_by_rotating_every_index(name):
-    """Eq. (1) on the analytic model: ∂χ/∂τ_S(κ) = R⊗R⊗R ∂χ/∂τ_κ, and χ = R χ Rᵀ at equilibrium."""
+    """Eq. (1) on the analytic model: ∂χ/∂τ_S(κ) = R⊗R⊗R ∂χ/∂τ_κ, and χ = R χ Rᵀ at equilibrium (kagome: see there)."""
     cell, positions, numbers = CRYSTALS[name]
     rotations, _, permutations = symmetry_operations(cell, positions, numbers)
     chi = model_chi(cell, positions, numbers)
@@ -124,7 +140,7 @@ def test_operations_map_derivatives_by_rotating_every_index(name):
                                        atol=1e-10 * np.abs(dchi).max())
 
 
-@pytest.mark.parametrize('name, expected_count', [('GaAs', 1), ('BN', 1), ('Mg', 1), ('P1', 6)])
+@pytest.mark.parametrize('name, expected_count', [('GaAs', 1), ('BN', 1), ('Mg', 1), ('P1', 6), ('kagome', 1), ('GaAs rotated', 1)])
 def test_reconstruction_is_exact_on_the_model(name, expected_count):
     """From the few displaced runs, the full tensor equals the analytic one and the one differenced over all
     6 natom displacements (same step), to 1e-6 relative; the ASR holds."""
