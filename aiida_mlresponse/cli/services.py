@@ -224,9 +224,12 @@ SLURM_PARTITION = 'debug'
 
 def slurm_conf(hostname: str, cpus: int, memory_mb: int, partition: str = SLURM_PARTITION) -> str:
     # select/cons_tres with CR_Core: serial jobs share the node one core each. No cgroups (containers lack them).
+    # NoCtldInAddrAny/NoInAddrAny: slurmctld and slurmd bind to the address the host name resolves to, not to every
+    # interface; `start_slurm` checks that it is loopback.
     return f"""{MARKER}: one node, this machine
 ClusterName=mlresponse
 SlurmctldHost={hostname}({LOOPBACK})
+CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
 AuthType=auth/munge
 SlurmUser=slurm
 StateSaveLocation=/var/lib/slurm/slurmctld
@@ -261,6 +264,10 @@ def start_slurm() -> str:
     import socket
 
     hostname = socket.gethostname().split('.')[0]
+    address = socket.gethostbyname(hostname)
+    if not address.startswith('127.'):
+        raise ServiceError(f'{hostname} resolves to {address}: slurmctld and slurmd would listen there. Map it to '
+                           f'loopback in /etc/hosts (`127.0.1.1 {hostname}`, as Debian does) and run this again.')
     memory_mb = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2**20 - 1024
     changed = write_config(pathlib.Path('/etc/slurm/slurm.conf'),
                            slurm_conf(hostname, os.cpu_count() or 1, max(memory_mb, 512)))

@@ -80,3 +80,27 @@ def kill_daemon(config_dir: pathlib.Path, profile: str) -> list[int]:
         os.kill(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
     return sorted(pids)
+
+
+def outside_addresses() -> list[str]:
+    """This machine's own addresses that are not loopback (from /proc/net/fib_trie: no iproute2 needed)."""
+    import ipaddress
+    import re
+
+    text = pathlib.Path('/proc/net/fib_trie').read_text()
+    found = {match for match in re.findall(r'\|-- (\S+)\n\s+/32 host LOCAL', text)}
+    return sorted(a for a in found if not ipaddress.ip_address(a).is_loopback)
+
+
+def connections_accepted_from_outside(ports) -> list[tuple[str, int]]:
+    """(address, port) pairs where a TCP connection to this machine's non-loopback addresses is accepted."""
+    import socket
+
+    accepted = []
+    for address in outside_addresses():
+        for port in ports:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.settimeout(3)
+                if probe.connect_ex((address, port)) == 0:
+                    accepted.append((address, port))
+    return accepted

@@ -79,6 +79,24 @@ def test_services_listen_on_loopback_only(production_profile):
     assert {5432, 5672} <= {port for _, port in sockets}
     exposed = [(str(address), port) for address, port in sockets if not address.is_loopback]
     assert not exposed, f'listening beyond loopback: {exposed}'
+    assert_no_connection_from_outside([5432, 5672, 25672, 4369])
+
+
+def assert_no_connection_from_outside(ports):
+    """Connecting to `ports` on this machine's non-loopback addresses is refused; a socket of our own on every
+    interface shows the probe would have seen an accepting service."""
+    import socket
+
+    from .conftest import connections_accepted_from_outside, outside_addresses
+
+    if not outside_addresses():
+        pytest.skip('this machine has no address beyond loopback')
+    with socket.socket() as control:
+        control.bind(('0.0.0.0', 0))
+        control.listen()
+        assert connections_accepted_from_outside([control.getsockname()[1]]), 'the probe cannot reach this machine'
+    accepted = connections_accepted_from_outside(ports)
+    assert not accepted, f'connections accepted beyond loopback: {accepted}'
 
 
 def test_credentials_generated_and_private(production_profile):

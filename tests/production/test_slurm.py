@@ -31,6 +31,16 @@ def slurm_codes(aiida_profile, slurm_partition):
     return {name: orm.load_code(f'{name}@{computer.label}') for name in ('abinit', 'mlresponse-python')}
 
 
+def test_slurm_listens_on_loopback_only(slurm_partition):
+    """slurmctld (6817) and slurmd (6818) bind to loopback (CommunicationParameters=NoCtldInAddrAny,NoInAddrAny)."""
+    from .test_services import assert_no_connection_from_outside, listening_sockets
+
+    sockets = [(address, port) for address, port in listening_sockets() if port in (6817, 6818)]
+    assert {port for _, port in sockets} == {6817, 6818}, sockets
+    assert all(address.is_loopback for address, _ in sockets), sockets
+    assert_no_connection_from_outside([6817, 6818])
+
+
 def slurm_job(job_id: str) -> dict:
     """`scontrol show job` as a dict (finished jobs stay listed for MinJobAge, 600 s in our slurm.conf)."""
     text = subprocess.run(['scontrol', 'show', 'job', job_id], capture_output=True, text=True, check=True).stdout
