@@ -25,8 +25,8 @@ venv: $(VENV)/.installed
 setup: system venv  ## AiiDA profile (SQLite + ZeroMQ), localhost codes, pseudo families
 	$(VENV)/bin/aiida-mlresponse setup
 
-demo: setup  ## the main job: label a small BN displacement set, print P and eps_inf with provenance
-	$(VENV)/bin/verdi run workchains/run_bn_labels.py
+demo: setup  ## the main job: BN active-learning campaign, then its Raman spectrum against DFT (about 25 min)
+	$(VENV)/bin/verdi run workchains/run_bn_raman_campaign.py
 
 test: system venv  ## the whole suite (real ABINIT, real training, temporary AiiDA profiles)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -45,8 +45,8 @@ production-slurm: system venv  ## the same, plus a one-node SLURM cluster (munge
 test-production: system venv  ## only the tests that start PostgreSQL, RabbitMQ and SLURM
 	$(PY) -m pytest -q -m production $(PYTEST_ARGS)
 
-test-faults: system venv  ## PostgreSQL or RabbitMQ restarted under a running campaign (~3 min each, not in `make test`)
-	MLRESPONSE_FAULT_TESTS=1 $(PY) -m pytest -q -s -k service_restart tests/production $(PYTEST_ARGS)
+test-faults: system venv  ## PostgreSQL or RabbitMQ restarted under a running campaign, a SLURM walltime kill (~2-3 min each, not in `make test`)
+	MLRESPONSE_FAULT_TESTS=1 $(PY) -m pytest -q -s -k "service_restart or walltime" tests/production $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -66,6 +66,25 @@ def production_profile(tmp_path_factory):
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture(scope='session')
+def slurm_partition():
+    from aiida_mlresponse.cli import services
+
+    return services.start_slurm()
+
+
+@pytest.fixture
+def slurm_codes(aiida_profile, slurm_partition):
+    from aiida import orm
+
+    from aiida_mlresponse.cli.production import ensure_slurm_computer
+    from aiida_mlresponse.cli.setup import ensure_codes, find_executables
+
+    computer, _ = ensure_slurm_computer(slurm_partition)
+    ensure_codes(computer, find_executables())
+    return {name: orm.load_code(f'{name}@{computer.label}') for name in ('abinit', 'mlresponse-python')}
+
+
 def kill_daemon(config_dir: pathlib.Path, profile: str) -> list[int]:
     """SIGKILL the daemon of `profile`: circus, its children (the worker) and an embedded ZeroMQ broker; the pids."""
     import signal

@@ -14,23 +14,6 @@ from ..conftest import RADNET_DATA
 pytestmark = [pytest.mark.production, pytest.mark.slow]
 
 
-@pytest.fixture(scope='module')
-def slurm_partition():
-    from aiida_mlresponse.cli import services
-
-    return services.start_slurm()
-
-
-@pytest.fixture
-def slurm_codes(aiida_profile, slurm_partition):
-    from aiida_mlresponse.cli.production import ensure_slurm_computer
-    from aiida_mlresponse.cli.setup import ensure_codes, find_executables
-
-    computer, _ = ensure_slurm_computer(slurm_partition)
-    ensure_codes(computer, find_executables())
-    return {name: orm.load_code(f'{name}@{computer.label}') for name in ('abinit', 'mlresponse-python')}
-
-
 def test_slurm_listens_on_loopback_only(slurm_partition):
     """slurmctld (6817) and slurmd (6818) bind to loopback (CommunicationParameters=NoCtldInAddrAny,NoInAddrAny)."""
     from .test_services import assert_no_connection_from_outside, listening_sockets

@@ -3,7 +3,7 @@
 In order: a run killed at its walltime (the scheduler's ERROR_SCHEDULER_OUT_OF_WALLTIME on the node, or
 the soft CPU-time limit the CalcJob sets on the direct scheduler) -> ERROR_OUT_OF_WALLTIME, after
 `parse_partial` kept what a restart can use; no text output at all -> ERROR_MISSING_OUTPUT_FILES;
-ABINIT's own error message -> ERROR_ABINIT; an output that stops early -> ERROR_OUTPUT_INCOMPLETE.
+ABINIT's own error message (or a Fortran runtime error, e.g. reading a corrupt pseudopotential) -> ERROR_ABINIT; an output that stops early -> ERROR_OUTPUT_INCOMPLETE.
 Then the subclass reads its results (`parse_results`). Text outputs are read only to detect errors
 and unconverged cycles; results come from ABINIT's netCDF files.
 """
@@ -21,6 +21,9 @@ from aiida_mlresponse.abinit.calculations.base import AbinitCalculation as Calc
 _DATASET_RE = re.compile(r'^\s*== DATASET\s+(\d+)', re.MULTILINE)
 _NSTEP_RE = re.compile(r'nstep=\s*\d+\s+was not enough SCF cycles to converge')
 _ERROR_RE = re.compile(r'^--- !(?:ERROR|BUG)\s*\n(.*?)^\.\.\.', re.MULTILINE | re.DOTALL)
+_CRASH_RE = re.compile(r'^Fortran runtime error: .*$', re.MULTILINE)
+_PSP_OPENED_RE = re.compile(r'pspatm: opening atomic psp file\s+(\S+)')
+_PSP_READ = 'pspatm: atomic psp has been read'
 COMPLETED = 'Calculation completed'
 SCHEDULER_WALLTIME = CalcJob.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME.status
 
@@ -35,6 +38,19 @@ def abinit_error_message(text: str) -> str | None:
     message = block.split('message: |', 1)[-1]
     message = ' '.join(line.strip() for line in message.splitlines() if line.strip())
     return f'{message} ({source.group(1)})' if source else message
+
+
+def crash_message(log_text: str) -> str | None:
+    """A Fortran runtime error that ended ABINIT (no `--- !ERROR` block then), naming the pseudopotential file it was
+    reading when the crash came before that file was read through (a corrupt or truncated file)."""
+    match = _CRASH_RE.search(log_text)
+    if not match:
+        return None
+    # stderr (the crash) and buffered stdout interleave out of order in the log: look at the whole text
+    opened = list(_PSP_OPENED_RE.finditer(log_text))
+    if opened and _PSP_READ not in log_text[opened[-1].end():]:
+        return f'{match.group(0)} while reading the pseudopotential {opened[-1].group(1)} (corrupt or truncated?)'
+    return match.group(0)
 
 
 def unconverged_datasets(output_text: str) -> list[int]:
@@ -58,7 +74,7 @@ class AbinitParser(Parser):
             if walltime:
                 return self.exit_codes.ERROR_OUT_OF_WALLTIME
             return self.exit_codes.ERROR_MISSING_OUTPUT_FILES.format(files=f'{Calc._OUTPUT_FILE} or {Calc._LOG_FILE}')
-        error = abinit_error_message(self.log_text) or abinit_error_message(self.output_text)
+        error = abinit_error_message(self.log_text) or abinit_error_message(self.output_text) or crash_message(self.log_text)
         if error is None and Calc.ABORT_FILE in names:
             error = self._text(Calc.ABORT_FILE, names).strip()[:500] or None
         if error:
