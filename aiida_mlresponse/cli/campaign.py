@@ -101,6 +101,67 @@ def campaign_repair(workers, watch_seconds, stall_after):
         restarts = watch(profile, broker, watch_seconds, stall_after)
         left = active_processes()
         click.echo(f'watched   {restarts} stall restart(s); {len(left)} process(es) still active')
+    for pk, label in broker_casualties():
+        click.echo(f'excepted  {label}<{pk}> lost its broker connection (RabbitMQ restarted under it): resume it with '
+                   f'`aiida-mlresponse campaign rerun {pk}` (finished ABINIT runs are reused, none repeated)')
+
+
+# An exception from the broker client inside a process: a RabbitMQ restart under a running worker can close the
+# worker's channel while a process (un)subscribes to broadcasts (kiwipy ChannelInvalidStateError); aiida-core 2.9
+# then excepts the process, which cannot be continued, only run again.
+BROKER_ERRORS = ('ChannelInvalidStateError', 'ChannelClosed', 'ConnectionClosed', 'AMQPConnectionError', 'aiormq')
+
+
+def broker_casualties() -> list[tuple[int, str]]:
+    """(pk, process label) of top-level excepted processes whose exception came from the broker client and that no
+    `campaign rerun` has run again yet."""
+    from aiida import orm
+
+    query = orm.QueryBuilder().append(orm.ProcessNode, filters={'attributes.process_state': 'excepted'},
+                                      project=['id', 'attributes.process_label', 'attributes.exception', 'extras'])
+    found = []
+    for pk, label, exception, extras in query.all():
+        node = orm.load_node(pk)
+        if node.caller is None and any(error in (exception or '') for error in BROKER_ERRORS) and 'rerun_pk' not in extras:
+            found.append((pk, label))
+    return found
+
+
+@campaign.command('rerun')
+@click.argument('identifier')
+@click.option('--wait', is_flag=True, help='Wait until the new process is terminated and print its state.')
+def campaign_rerun(identifier, wait):
+    """Run the excepted (or killed) process IDENTIFIER again with the same inputs, reusing its finished ABINIT runs.
+
+    Caching of the package's CalcJobs is turned on for the profile (and the daemon restarted to see it), and the
+    runs IDENTIFIER left going are waited for first, so that each of them is reused rather than run twice."""
+    from aiida import orm
+    from aiida.engine import submit
+
+    from aiida_mlresponse.workflows.campaigns import enable_caching
+
+    from .arguments import load_node
+
+    node = load_node(identifier, orm.ProcessNode, 'process')
+    if node.process_state is None or node.process_state.value not in ('excepted', 'killed'):
+        raise click.ClickException(f'{node.process_label}<{node.pk}> is {node.process_state.value if node.process_state else "not started"}: '
+                                   'only an excepted or killed process is run again.')
+    deadline = time.monotonic() + 3600
+    while [n for n in node.called_descendants if not n.is_terminated] and time.monotonic() < deadline:
+        time.sleep(5)  # its CalcJobs still running: wait, then reuse them from the cache
+    from aiida.manage import get_manager
+
+    profile = get_manager().get_profile().name
+    if enable_caching():
+        _verdi(profile, 'daemon', 'restart')
+        click.echo(f'caching   turned on for the package\'s CalcJobs on profile {profile}; daemon restarted')
+    new = submit(node.get_builder_restart())
+    node.base.extras.set('rerun_pk', new.pk)
+    click.echo(f'submitted {new.process_label}<{new.pk}>: {node.process_label}<{node.pk}> run again')
+    if wait:
+        while not new.is_terminated:
+            time.sleep(3)
+        click.echo(f'finished  {new.process_label}<{new.pk}> [{new.process_state.value}] exit status {new.exit_status}')
 
 
 @campaign.command('show')
