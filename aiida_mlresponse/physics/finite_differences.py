@@ -169,26 +169,53 @@ def dchi_dtau_from_finite_differences(cell, positions, numbers, displacements, e
                                       acoustic_sum_rule: bool = True) -> np.ndarray:
     """∂χ_αβ/∂τ_κγ (natom, 3, 3, 3) [κ, γ, α, β], Bohr⁻¹, from ε∞ (ndisp, 3, 3) of the ±h structures.
 
-    d_i = (ε∞(+h) - ε∞(-h)) / (8π h), symmetrized in αβ; the images R d_i Rᵀ of all operations and the ASR
-    rows are solved by least squares (module docstring); the result is then averaged over the group (eq. 1)
-    so that it has the crystal's symmetry exactly, and the ASR is imposed by removing the mean over atoms.
-    Raises ValueError when the displacements do not determine the tensor.
+    χ = (ε∞ - 1)/4π with ε∞ symmetrized in αβ, through `position_derivatives`.
     """
-    operations = symmetry_operations(cell, positions, numbers, tolerance)
-    natom = len(positions)
     plus = np.asarray(epsilons_plus, dtype=float)
     minus = np.asarray(epsilons_minus, dtype=float)
     if plus.shape != (len(displacements), 3, 3) or minus.shape != plus.shape:
         raise ValueError(f'epsilons must be ({len(displacements)}, 3, 3), got {plus.shape} and {minus.shape}')
-    derivatives = (plus - minus) / (8.0 * np.pi * step_bohr)
-    derivatives = 0.5 * (derivatives + np.swapaxes(derivatives, 1, 2))
+    symmetric = 0.5 * (plus + np.swapaxes(plus, 1, 2)), 0.5 * (minus + np.swapaxes(minus, 1, 2))
+    return position_derivatives(cell, positions, numbers, displacements, *symmetric, step_bohr, tolerance,
+                                acoustic_sum_rule) / (4.0 * np.pi)
+
+
+def born_charges_from_finite_differences(cell, positions, numbers, displacements, polarizations_plus,
+                                         polarizations_minus, step_bohr: float, tolerance: float = 1e-5,
+                                         acoustic_sum_rule: bool = True) -> np.ndarray:
+    """Z*_κ,αβ = Ω ∂P_α/∂τ_κβ (natom, 3, 3) in e from P (ndisp, 3) e/Bohr² of the ±h structures (same branch)."""
+    volume = abs(np.linalg.det(np.asarray(cell, dtype=float)))
+    derivatives = position_derivatives(cell, positions, numbers, displacements, polarizations_plus,
+                                       polarizations_minus, step_bohr, tolerance, acoustic_sum_rule)  # [κ, β, α]
+    return volume * np.swapaxes(derivatives, 1, 2)
+
+
+def position_derivatives(cell, positions, numbers, displacements, values_plus, values_minus, step_bohr: float,
+                         tolerance: float = 1e-5, acoustic_sum_rule: bool = True) -> np.ndarray:
+    """∂X/∂τ_κγ (natom, 3, *X.shape) [κ, γ, ...] of a Cartesian tensor X (every index rotates: ε∞, P) from its values
+    (ndisp, *X.shape) at the ±h structures of `displaced_structures`.
+
+    d_i = (X(+h) - X(-h)) / 2h; the images R·d_i of all operations and the ASR rows are solved by least squares
+    (module docstring); the result is then averaged over the group (eq. 1) so that it has the crystal's symmetry
+    exactly, and the ASR is imposed by removing the mean over atoms. Raises ValueError when the displacements
+    do not determine the tensor.
+    """
+    operations = symmetry_operations(cell, positions, numbers, tolerance)
+    natom = len(positions)
+    plus = np.asarray(values_plus, dtype=float)
+    minus = np.asarray(values_minus, dtype=float)
+    if len(plus) != len(displacements) or minus.shape != plus.shape:
+        raise ValueError(f'values must hold one entry per displacement ({len(displacements)}), got {plus.shape} and '
+                         f'{minus.shape}')
+    derivatives = (plus - minus) / (2.0 * step_bohr)
+    shape = derivatives.shape[1:]
     matrix = _system_matrix(operations, displacements, natom, acoustic_sum_rule)
     if np.linalg.matrix_rank(matrix) < 3 * natom:
-        raise ValueError('the displacements do not determine ∂χ/∂τ: use irreducible_displacements')
-    images = [rotation @ d @ rotation.T for d in derivatives for rotation in operations[0]]
-    rhs = np.array(images).reshape(-1, 9)
+        raise ValueError('the displacements do not determine the derivatives: use irreducible_displacements')
+    images = [_rotate(rotation, d) for d in derivatives for rotation in operations[0]]
+    rhs = np.array(images).reshape(len(images), -1)
     if acoustic_sum_rule:
-        rhs = np.vstack([rhs, np.zeros((3, 9))])
-    solution = np.linalg.lstsq(matrix, rhs, rcond=None)[0].reshape(natom, 3, 3, 3)
+        rhs = np.vstack([rhs, np.zeros((3, rhs.shape[1]))])
+    solution = np.linalg.lstsq(matrix, rhs, rcond=None)[0].reshape(natom, 3, *shape)
     symmetric = symmetrize_atomic(operations, solution)
     return symmetric - symmetric.mean(axis=0, keepdims=True) if acoustic_sum_rule else symmetric

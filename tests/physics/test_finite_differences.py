@@ -7,7 +7,7 @@ import pytest
 
 from aiida_mlresponse.physics.crystals import bn_cubic, gaas, mg_reference
 from aiida_mlresponse.physics.finite_differences import (
-    dchi_dtau_from_finite_differences, displaced_structures, irreducible_displacements, symmetrize_atomic,
+    born_charges_from_finite_differences, dchi_dtau_from_finite_differences, displaced_structures, irreducible_displacements, symmetrize_atomic,
     symmetrize_cartesian, symmetry_operations)
 from aiida_mlresponse.physics.units import ANGSTROM_TO_BOHR
 
@@ -213,3 +213,34 @@ def test_symmetrized_dielectric_and_born_charges():
         np.testing.assert_allclose(once[permutation], rotation @ once @ rotation.T, atol=1e-14)
     dchi = model_dchi_dtau(cell, positions, numbers)
     np.testing.assert_allclose(symmetrize_atomic(operations, dchi), dchi, atol=1e-12 * np.abs(dchi).max())
+
+
+def model_polarization(cell, positions, numbers):
+    """A made-up P = Σ_bonds (Z - Z') exp(-|r|²/σ²) r / Ω: a polar vector, zero without two species."""
+    k, kp, r, a = bonds(cell, positions, numbers)
+    z = np.asarray(numbers, dtype=float)
+    weight = (z[k] - z[kp]) * np.exp(-np.linalg.norm(r, axis=1) ** 2 / SIGMA**2)
+    return np.einsum('n,na->a', weight, r) / abs(np.linalg.det(cell))
+
+
+@pytest.mark.parametrize('name', ['GaAs', 'BN', 'P1', 'kagome', 'GaAs rotated'])
+def test_born_charges_from_the_minimal_runs_match_every_direction(name):
+    """Z*_κ,αβ = Ω ∂P_α/∂τ_κβ from the irreducible ±h runs equals central differences over all 6 natom runs."""
+    cell, positions, numbers = CRYSTALS[name]
+    volume = abs(np.linalg.det(cell))
+    everything = [(atom, direction) for atom in range(len(positions)) for direction in np.eye(3)]
+    full = displaced_structures(positions, everything, STEP)
+    brute = np.array([(model_polarization(cell, pair[0], numbers) - model_polarization(cell, pair[1], numbers)) / (2 * STEP)
+                      for pair in full]).reshape(len(positions), 3, 3)  # [κ, β, α]
+    expected = volume * np.swapaxes(brute, 1, 2)
+    expected -= expected.mean(axis=0)
+    displacements = irreducible_displacements(cell, positions, numbers)
+    structures = displaced_structures(positions, displacements, STEP)
+    plus = np.array([model_polarization(cell, pair[0], numbers) for pair in structures])
+    minus = np.array([model_polarization(cell, pair[1], numbers) for pair in structures])
+    charges = born_charges_from_finite_differences(cell, positions, numbers, displacements, plus, minus, STEP)
+    np.testing.assert_allclose(charges, expected, atol=1e-6 * np.abs(expected).max())
+    np.testing.assert_allclose(charges.sum(axis=0), 0.0, atol=1e-12 * np.abs(expected).max())
+    if name in ('GaAs', 'BN'):  # Td sites: isotropic charges, opposite on the two atoms
+        np.testing.assert_allclose(charges[0], charges[0, 0, 0] * np.eye(3), atol=1e-9 * abs(charges[0, 0, 0]))
+        assert abs(charges[0, 0, 0]) > 1e-3
