@@ -11,7 +11,8 @@ Numbers taken elsewhere, never reused with another meaning in the package:
     restart work chains      300 ERROR_UNRECOVERABLE_FAILURE (`RESTART_EXIT_CODES`)
     training CalcJob         350, 351, 480 (models/calculation.py)
 aiida-core's labels keep their numbers (ERROR_INVALID_OUTPUT is 10: the engine itself returns it).
-Free for the package's other processes: 352-399 (files) and 481-499 (run failures), e.g. the labelling
+Free for the package's other processes: 352-369, 380-399 (files) and 486-499 (run failures); 370-379 are the
+stress-strain work chains' (`STRESS_STRAIN_EXIT_CODES`), 481-485 the labelling and active-learning
 work chains. tests/abinit/test_exit_codes.py checks every registered process against this.
 """
 
@@ -46,3 +47,11 @@ def define_exit_codes(spec, table) -> None:
     """Add every code of `table` to a process spec."""
     for status, label, message, invalidates_cache in table:
         spec.exit_code(status, label, message=message, invalidates_cache=invalidates_cache)
+
+# The stress-strain work chains (workflows/stress_strain.py, workflows/stress_strain_dft.py): 370-379.
+STRESS_STRAIN_EXIT_CODES = (
+    (370, 'ERROR_MODEL_NOT_PCAMLP', 'The model node is not a PCA-MLP committee (kind {kind}).', False),
+    (371, 'ERROR_PATH_NOT_CONVERGED', 'The free-stress relaxation did not converge at strains {strains}.', False),
+    (372, 'ERROR_DFT_REFERENCE_FAILED', 'The DFT reference labelling failed: {message}', False),
+    (373, 'ERROR_DFT_EQUILIBRIUM_FAILED', 'The ABINIT run of the DFT equilibrium failed: {message}', False),
+)

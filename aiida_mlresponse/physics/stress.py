@@ -297,3 +297,52 @@ def detect_instability(
     if first in jump:
         reasons.append('jump in the relaxed strain or positions')
     return Instability(True, first, float(path.applied[first]), '; '.join(reasons), soft, jump, peak)
+
+
+# -- strains relative to an equilibrium cell, and the quasi-Newton pieces of the DFT-only path
+
+#: ∂σ/∂ε of the normal components (x1 = a, x2 = b basal, x3 = c) of hcp Mg, GPa: C11 = C22, C33, C12, C13
+#: = C23 near the measured ones (59, 62, 26, 22); only the first Jacobian of the DFT path, Broyden corrects it
+MG_ELASTIC_GUESS_GPA = ((59.0, 26.0, 22.0), (26.0, 59.0, 22.0), (22.0, 22.0, 62.0))
+
+
+def total_strain(equilibrium, relative):
+    """Normal strains of the reference cell of a cell strained by `relative` from the one at `equilibrium`:
+    1 + ε = (1 + ε0)(1 + ε_rel), component by component (both (..., k))."""
+    return (1.0 + np.asarray(equilibrium)) * (1.0 + np.asarray(relative)) - 1.0
+
+
+def relative_strain(equilibrium, total):
+    """The inverse of `total_strain`."""
+    return (1.0 + np.asarray(total)) / (1.0 + np.asarray(equilibrium)) - 1.0
+
+
+def broyden_update(jacobian, step, change):
+    """Broyden's rank-one update of a Jacobian J (n, n) after a step s gave the change y: J + (y - Js) sᵀ / sᵀs."""
+    step = np.asarray(step, dtype=float)
+    norm = float(step @ step)
+    if norm < 1e-14:
+        return np.asarray(jacobian, dtype=float)
+    return jacobian + np.outer(np.asarray(change) - jacobian @ step, step) / norm
+
+
+def equilibrium_strain(energy: EnergyFn, *, gtol: float = 1e-10, max_iter: int = 3000) -> np.ndarray:
+    """Voigt strain (6,) where every stress of F vanishes (the model's own zero-stress cell)."""
+    free = np.ones(6, dtype=bool)
+    result = barzilai_borwein(lambda x: _gradient_free(energy, x, free), np.zeros(6), gtol=gtol, max_iter=max_iter)
+    return result.x
+
+
+def uniaxial_path_from(energy: EnergyFn, axis: int, applied, equilibrium, **kwargs) -> UniaxialPath:
+    """`uniaxial_path` from the zero-stress cell at Voigt strain `equilibrium` (6,) (`equilibrium_strain`):
+    `applied` is the strain along x_axis relative to that cell, so σ = 0 at applied 0. The path's `applied`
+    is the relative strain; `strain` and `deformation` stay those of the reference cell;
+    `extra['relative_strain']` (n, 6) is the strain relative to the equilibrium cell."""
+    equilibrium = np.asarray(equilibrium, dtype=float)
+    total = total_strain(equilibrium[axis], np.asarray(applied, dtype=float))
+    path = uniaxial_path(energy, axis, total, start=equilibrium, **kwargs)
+    path.applied = np.asarray(applied, dtype=float)
+    relative = path.strain - equilibrium
+    relative[:, :3] = relative_strain(equilibrium[:3], path.strain[:, :3])
+    path.extra.update(equilibrium=equilibrium, relative_strain=relative)
+    return path

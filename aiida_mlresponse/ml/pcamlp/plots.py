@@ -91,13 +91,14 @@ def field_slice(true: dict, predicted: dict, path, plane: int = 0, axis: int = 2
     return _save(fig, path)
 
 
-def stress_strain(curves: list[dict], path, title: str = ''):
+def stress_strain(curves: list[dict], path, title: str = '', units: str = 'Ha/Bohr3'):
     """Seed Fig. 9: uniaxial stress (GPa) against applied strain with the committee band, and the
     transverse strains. Each curve: {'axis', 'applied', 'sigma', 'sigma_std', 'transverse'}, stress in
-    Ha/Bohr³ (converted here), optionally 'unstable_at' (applied strain where instability is flagged)."""
+    Ha/Bohr³ (converted here) or GPa (`units`), optionally 'unstable_at' (applied strain where instability
+    is flagged) and 'dft' ((strains, σ in GPa): reference points)."""
     from aiida_mlresponse.physics.units import HARTREE_TO_EV, BOHR_TO_ANGSTROM
 
-    to_gpa = HARTREE_TO_EV / BOHR_TO_ANGSTROM**3 * 160.21766208
+    to_gpa = 1.0 if units == 'GPa' else HARTREE_TO_EV / BOHR_TO_ANGSTROM**3 * 160.21766208
     fig, axes = plt.subplots(1, 1 + len(curves), figsize=(4.2 * (1 + len(curves)), 3.8), squeeze=False)
     ax0 = axes[0][0]
     for k, curve in enumerate(curves):
@@ -109,6 +110,8 @@ def stress_strain(curves: list[dict], path, title: str = ''):
         ax0.fill_between(x, s - 2 * band, s + 2 * band, color=line.get_color(), alpha=0.25)
         if curve.get('unstable_at') is not None:
             ax0.axvline(curve['unstable_at'], color=line.get_color(), ls=':', lw=1)
+        if curve.get('dft') is not None:
+            ax0.plot(*curve['dft'], 'o', mfc='none', color=line.get_color(), label=f'x{axis + 1} DFT')
         ax = axes[0][k + 1]
         others = [i for i in range(3) if i != axis]
         transverse = np.asarray(curve['transverse'])
