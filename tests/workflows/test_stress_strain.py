@@ -26,7 +26,7 @@ def model_file(tmp_path_factory):
     model, _ = fit_pcamlp(data['D'], {'F': data['F'], 'R': data['R']}, {'rho': data['rho']},
                           {'n_members': 3, 'pca_components': 4, 'field_hidden': [16, 16], 'scalar_hidden': [16, 16]},
                           stress=data['stress'],
-                          settings=FitSettings(epochs=20, lbfgs_iterations=60, field_epochs=3, field_lbfgs_iterations=5))
+                          settings=FitSettings(epochs=5, lbfgs_iterations=20, field_epochs=2, field_lbfgs_iterations=2))
     path = tmp_path_factory.mktemp('model') / 'mg.pt'
     pcamlp_model.save(path, model)
     return path
