@@ -45,8 +45,9 @@ production-slurm: system venv  ## the same, plus a one-node SLURM cluster (munge
 test-production: system venv  ## only the tests that start PostgreSQL, RabbitMQ and SLURM
 	$(PY) -m pytest -q -m production $(PYTEST_ARGS)
 
-test-faults: system venv  ## PostgreSQL or RabbitMQ restarted under a running campaign, a SLURM walltime kill (~2-3 min each, not in `make test`)
-	MLRESPONSE_FAULT_TESTS=1 $(PY) -m pytest -q -s -k "service_restart or walltime" tests/production $(PYTEST_ARGS)
+test-faults: system venv  ## faults on the production stack (daemon SIGKILL, PostgreSQL or RabbitMQ restart, SLURM walltime kill, corrupt pseudopotential: ~2-3 min each), counts into benchmarks/results/production.json
+	MLRESPONSE_FAULT_TESTS=1 MLRESPONSE_RESULTS=benchmarks/results/production.json \
+	  $(PY) -m pytest -q -s -k "service_restart or walltime or corrupt or sigkill" tests/production $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

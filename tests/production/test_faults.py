@@ -18,6 +18,7 @@ from aiida.engine import run_get_node
 
 from aiida_mlresponse.abinit.parsers.base import crash_message
 
+from .conftest import record_fault
 from .test_slurm import slurm_job
 
 # The order in which a real ABINIT 9.6 log holds a crash on a truncated psp8 file: gfortran's message on stderr comes
@@ -104,6 +105,12 @@ def test_corrupt_pseudopotential_leaves_one_configuration_out(slurm_codes, pseud
     assert any('pseudo/B.psp8' in message for message in reports(base)), reports(base)
     print(f'corrupt pseudopotential: {calcs[0].exit_status} {calcs[0].exit_message}; '
           f'{results["dataset"].size} of 3 configurations labelled')
+    runs = [c for c in node.called_descendants if isinstance(c, orm.CalcJobNode)]
+    record_fault('corrupt_pseudopotential', {
+        'what': 'B pseudopotential truncated in one SLURM job folder of a 3-configuration BN labelling job',
+        'calcjob_exit_status': calcs[0].exit_status, 'calcjob_exit_message': calcs[0].exit_message,
+        'restart_exit_status': base.exit_status, 'labels': results['dataset'].size, 'configurations': 3,
+        'left_out': len(failed), 'abinit_runs': len(runs), 'repeated': len(runs) - 4})
 
 
 # The first ABINIT run is frozen (SIGSTOP) a few seconds in, so SLURM's 1-minute limit kills it mid-run without
@@ -135,3 +142,8 @@ def test_walltime_kill_by_slurm_is_restarted(slurm_codes, pseudo_families, bn_st
     assert any('ran out of walltime' in message for message in reports(node))
     assert results['output_arrays'].get_array('polarization').shape == (3,)
     print(f'walltime kill: {killed.exit_status} then finished with walltime 120 s; {time.monotonic() - began:.0f} s')
+    record_fault('slurm_walltime_kill', {
+        'what': 'a BN ABINIT job (test protocol) killed by SLURM at its 60 s walltime',
+        'killed_exit_status': killed.exit_status, 'slurm_state': 'TIMEOUT', 'restarted_walltime_seconds': 120,
+        'finished_ok': again.is_finished_ok, 'lost': 0 if again.is_finished_ok else 1,
+        'seconds': round(time.monotonic() - began, 1)})

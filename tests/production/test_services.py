@@ -166,7 +166,7 @@ def test_daemon_sigkill_mid_campaign_then_campaign_repair(production_profile, tm
     no ABINIT run is repeated (one CalcJob per configuration)."""
     import time
 
-    from .conftest import BIN, kill_daemon
+    from .conftest import BIN, kill_daemon, record_fault
 
     report = start_labelling(production_profile, tmp_path, seed=11)
     killed = kill_daemon(production_profile.config_dir, production_profile.name)
@@ -175,6 +175,12 @@ def test_daemon_sigkill_mid_campaign_then_campaign_repair(production_profile, tm
     print(f'killed {len(killed)} daemon processes; repair to finished {time.monotonic() - began:.1f} s\n{out}')
     assert '0 process(es) still active' in out
     result = report()
+    runs = {job_id for *_, job_id in result['calcjobs'] if job_id}
+    record_fault('daemon_sigkill', {
+        'what': 'circus and worker SIGKILLed while a BN labelling job (reference + 2 configurations) runs, then '
+                'campaign repair', 'labels': result['size'], 'configurations': 3, 'abinit_runs': len(runs),
+        'lost': 2 - result['size'], 'repeated': len(result['calcjobs']) - 3,
+        'seconds_repair_to_finished': round(time.monotonic() - began, 1)})
     assert result['exit_status'] == 0 and result['size'] == 2 and result['failed'] == {}, result
     assert len(result['calcjobs']) == 3 and all(status == 0 for _, status, *_ in result['calcjobs']), result['calcjobs']
     production_profile.verdi('daemon', 'stop', timeout=120)
@@ -196,7 +202,7 @@ def test_service_restart_mid_campaign(production_profile, tmp_path, restart):
 
     from aiida_mlresponse.cli import services
 
-    from .conftest import BIN
+    from .conftest import BIN, record_fault
 
     report = start_labelling(production_profile, tmp_path, seed={'rabbitmq': 21, 'postgresql': 22}[restart])
     began = time.monotonic()
@@ -215,8 +221,8 @@ def test_service_restart_mid_campaign(production_profile, tmp_path, restart):
     if first['state'] != 'finished':
         out = production_profile.run(aiida_mlresponse, 'campaign', 'repair', '--watch', '600', timeout=800).stdout
         print(out)
-    calcjobs = list(first['calcjobs'])
     result = report()
+    calcjobs = result['calcjobs']
     if result['state'] == 'excepted':
         print(production_profile.verdi('process', 'report', str(first['pk']), check=False).stdout[-3000:])
         assert f'campaign rerun {first["pk"]}' in out, out
@@ -229,6 +235,11 @@ def test_service_restart_mid_campaign(production_profile, tmp_path, restart):
     print(f'{restart} restarted: {outcome}; {result["state"]} {time.monotonic() - began:.1f} s after the restart; '
           f'{len(runs)} ABINIT runs for 3 configurations; calcjobs {calcjobs}')
     production_profile.verdi('daemon', 'stop', timeout=120)
+    record_fault(f'{restart}_restart', {
+        'what': f'{restart} restarted while a BN labelling job (test protocol, reference + 2 configurations) runs',
+        'outcome': outcome, 'state': result['state'], 'labels': result['size'], 'configurations': 3,
+        'abinit_runs': len(runs), 'lost': 2 - result['size'], 'repeated': len(runs) - 3,
+        'seconds_after_restart': round(time.monotonic() - began, 1)})
     assert result['exit_status'] == 0 and result['size'] == 2 and result['failed'] == {}, result
     assert len(result['calcjobs']) == 3 and all(status == 0 for _, status, *_ in result['calcjobs']), result['calcjobs']
     assert len(runs) == 3, calcjobs  # no ABINIT run repeated
