@@ -29,7 +29,8 @@ from .units import AMU_TO_ME, BOLTZMANN_HA_PER_K, HARTREE_TO_CM1
 
 __all__ = [
     'laser_frequency', 'mode_displacements', 'raman_tensors', 'powder_invariants', 'powder_intensities',
-    'bose_einstein', 'lorentzian', 'raman_spectrum', 'polar_raman_modes',
+    'bose_einstein', 'lorentzian', 'stokes_weights', 'raman_spectrum', 'polar_raman_modes', 'lo_modes',
+    'raman_analysis', 'peak_summary',
 ]
 
 
@@ -97,6 +98,26 @@ def lorentzian(x, fwhm: float) -> np.ndarray:
     return half / np.pi / (np.asarray(x, dtype=float) ** 2 + half**2)
 
 
+def stokes_weights(frequencies_ha, activity, laser_wavelength_nm: float = 532.0, temperature_k: float = 300.0,
+                   min_frequency_ha: float = 5.0 / HARTREE_TO_CM1) -> np.ndarray:
+    """Integrated Stokes intensity of each mode, (ω_L - ω)⁴/(2ω) (n_BE + 1) · activity; 0 below `min_frequency_ha`
+    (acoustic translations and unstable modes, where the 1/ω and Bose factors diverge)."""
+    frequencies = np.asarray(frequencies_ha, dtype=float)
+    keep = frequencies > min_frequency_ha
+    omega = np.where(keep, frequencies, 1.0)
+    laser = laser_frequency(laser_wavelength_nm)
+    weight = (laser - omega) ** 4 / (2.0 * omega) * (bose_einstein(omega, temperature_k) + 1.0) * np.asarray(activity)
+    return np.where(keep, weight, 0.0)
+
+
+def _activity(alpha, polarization: str) -> np.ndarray:
+    parallel, perpendicular = powder_intensities(alpha)
+    try:
+        return {'parallel': parallel, 'perpendicular': perpendicular, 'total': parallel + perpendicular}[polarization]
+    except KeyError:
+        raise ValueError(f"polarization must be 'parallel', 'perpendicular' or 'total', got {polarization!r}") from None
+
+
 def raman_spectrum(frequencies_ha, alpha, grid_ha, fwhm_ha: float, laser_wavelength_nm: float = 532.0,
                    temperature_k: float = 300.0, polarization: str = 'parallel',
                    min_frequency_ha: float = 5.0 / HARTREE_TO_CM1) -> np.ndarray:
@@ -104,21 +125,13 @@ def raman_spectrum(frequencies_ha, alpha, grid_ha, fwhm_ha: float, laser_wavelen
 
     frequencies_ha (nmodes,), alpha (nmodes, 3, 3): modes and their Raman tensors (polar modes already at
     their LO frequencies, see polar_raman_modes). polarization: 'parallel' (I_∥), 'perpendicular' (I_⊥) or
-    'total' (I_∥ + I_⊥). Modes below `min_frequency_ha` (acoustic translations, unstable modes) are skipped:
-    the 1/ω and Bose factors diverge there.
+    'total' (I_∥ + I_⊥). Modes below `min_frequency_ha` are skipped (`stokes_weights`).
     """
     frequencies = np.asarray(frequencies_ha, dtype=float)
-    parallel, perpendicular = powder_intensities(alpha)
-    try:
-        activity = {'parallel': parallel, 'perpendicular': perpendicular, 'total': parallel + perpendicular}[polarization]
-    except KeyError:
-        raise ValueError(f"polarization must be 'parallel', 'perpendicular' or 'total', got {polarization!r}") from None
-    laser = laser_frequency(laser_wavelength_nm)
-    keep = frequencies > min_frequency_ha
-    omega = frequencies[keep]
-    weight = (laser - omega) ** 4 / (2.0 * omega) * (bose_einstein(omega, temperature_k) + 1.0) * activity[keep]
+    weight = stokes_weights(frequencies, _activity(alpha, polarization), laser_wavelength_nm, temperature_k,
+                            min_frequency_ha)
     grid = np.asarray(grid_ha, dtype=float)
-    return (weight[:, None] * lorentzian(grid[None, :] - omega[:, None], fwhm_ha)).sum(0)
+    return (weight[:, None] * lorentzian(grid[None, :] - frequencies[:, None], fwhm_ha)).sum(0)
 
 
 def polar_raman_modes(force_constants, masses_amu, dchi_dtau, born_charges, epsilon, volume_bohr3,
@@ -132,3 +145,76 @@ def polar_raman_modes(force_constants, masses_amu, dchi_dtau, born_charges, epsi
     frequencies, eigenvectors = gamma_phonons(force_constants, masses_amu, born_charges, epsilon, volume_bohr3,
                                               q_direction=q_direction)
     return frequencies, raman_tensors(dchi_dtau, eigenvectors, masses_amu, volume_bohr3)
+
+
+def lo_modes(eigenvectors, masses_amu, born_charges, q_direction, relative_tolerance: float = 1e-3) -> np.ndarray:
+    """Which modes (columns of `eigenvectors`) are longitudinal polar modes for q → 0 along `q_direction`.
+
+    A mode couples to the macroscopic field along q̂ when its mode charge q̂ · Σ_κ Z*_κ u^m_κ (u = e/√M) is not
+    zero; the LO-TO term shifts exactly those modes. Returns a boolean mask (nmodes,); all False for Z* = 0.
+    """
+    q = np.asarray(q_direction, dtype=float)
+    q = q / np.linalg.norm(q)
+    u = mode_displacements(eigenvectors, masses_amu)  # (nmodes, natom, 3)
+    charge = np.einsum('a,kab,mkb->m', q, np.asarray(born_charges, dtype=float), u)
+    largest = np.abs(charge).max(initial=0.0)
+    return np.abs(charge) > relative_tolerance * largest if largest > 0 else np.zeros(len(charge), dtype=bool)
+
+
+def raman_analysis(force_constants, masses_amu, epsilon, born_charges, dchi_dtau, volume_bohr3, grid_cm1,
+                   q_directions=np.eye(3), fwhm_cm1: float = 4.0, laser_wavelength_nm: float = 532.0,
+                   temperature_k: float = 300.0) -> dict:
+    """Everything a powder Raman measurement is compared with, from one set of tensors (atomic units in, cm⁻¹ out).
+
+    For each q̂ of `q_directions` (q → 0 along q̂): the Γ modes with the LO-TO term, their Raman tensors, which are
+    LO (`lo_modes`) and which are acoustic (below 5 cm⁻¹), the integrated Stokes intensities; the powder spectra
+    (parallel, perpendicular, total) on `grid_cm1` averaged over the q̂ (a powder samples every direction; x, y, z
+    is the cubic average). Returns arrays: frequencies_cm1 (nq, nmodes), raman_tensors (nq, nmodes, 3, 3),
+    lo (nq, nmodes) bool, acoustic (nq, nmodes) bool, intensities_{parallel,perpendicular,total} (nq, nmodes),
+    spectrum_{parallel,perpendicular,total} (ngrid,), to_cm1 (nmodes,) the analytic modes.
+    """
+    grid = np.asarray(grid_cm1, dtype=float) / HARTREE_TO_CM1
+    fwhm = fwhm_cm1 / HARTREE_TO_CM1
+    min_frequency = 5.0 / HARTREE_TO_CM1
+    directions = np.atleast_2d(np.asarray(q_directions, dtype=float))
+    out = {key: [] for key in ('frequencies_cm1', 'raman_tensors', 'lo', 'acoustic', 'intensities_parallel',
+                               'intensities_perpendicular', 'intensities_total')}
+    spectra = {key: np.zeros_like(grid) for key in ('parallel', 'perpendicular', 'total')}
+    for q in directions:
+        frequencies, eigenvectors = gamma_phonons(force_constants, masses_amu, born_charges, epsilon, volume_bohr3,
+                                                  q_direction=q)
+        alpha = raman_tensors(dchi_dtau, eigenvectors, masses_amu, volume_bohr3)
+        out['frequencies_cm1'].append(frequencies * HARTREE_TO_CM1)
+        out['raman_tensors'].append(alpha)
+        out['lo'].append(lo_modes(eigenvectors, masses_amu, born_charges, q))
+        out['acoustic'].append(frequencies <= min_frequency)
+        for polarization in spectra:
+            out[f'intensities_{polarization}'].append(stokes_weights(
+                frequencies, _activity(alpha, polarization), laser_wavelength_nm, temperature_k, min_frequency))
+            spectra[polarization] += raman_spectrum(frequencies, alpha, grid, fwhm, laser_wavelength_nm, temperature_k,
+                                                    polarization, min_frequency) / len(directions)
+    result = {key: np.asarray(value) for key, value in out.items()}
+    result.update({f'spectrum_{key}': value * 1.0 / HARTREE_TO_CM1 for key, value in spectra.items()})  # per cm⁻¹
+    result['to_cm1'] = gamma_phonons(force_constants, masses_amu)[0] * HARTREE_TO_CM1
+    return result
+
+
+def peak_summary(analysis: dict) -> dict:
+    """The TO and LO peaks of a `raman_analysis`: mean frequency (cm⁻¹) of the optical modes of each kind over the
+    q̂, and their intensities summed over modes and averaged over q̂ (parallel, perpendicular, total), with the
+    total relative to the strongest peak. For the 2-atom zincblende crystals there is one TO and one LO peak; a
+    nonpolar crystal has no LO entry.
+    """
+    optical = ~analysis['acoustic']
+    peaks = {}
+    for label, mask in (('TO', optical & ~analysis['lo']), ('LO', optical & analysis['lo'])):
+        if not mask.any():
+            continue
+        nq = len(mask)
+        peaks[label] = {'frequency_cm1': float(analysis['frequencies_cm1'][mask].mean())}
+        for polarization in ('parallel', 'perpendicular', 'total'):
+            peaks[label][f'intensity_{polarization}'] = float(analysis[f'intensities_{polarization}'][mask].sum() / nq)
+    strongest = max(peak['intensity_total'] for peak in peaks.values())
+    for peak in peaks.values():
+        peak['relative_intensity'] = peak['intensity_total'] / strongest if strongest > 0 else 0.0
+    return peaks

@@ -29,12 +29,13 @@ CAMPAIGNS = {
 
 
 def campaign_builder(system: str, abinit_code, training_code, protocol: str = 'fast', budget: int | None = None,
-                     seed: int = 0, **settings):
-    """An `ActiveLearningWorkChain` builder for `system` (bn, gaas, mg); `settings` override the preset's
-    work-chain inputs (batch_size, max_rounds, trust, hyperparameters, test_dataset, ...)."""
+                     seed: int = 0, initial: int | None = None, **settings):
+    """An `ActiveLearningWorkChain` builder for `system` (bn, gaas, mg); `initial` replaces the preset's size of the
+    initial sample; `settings` override the preset's work-chain inputs (batch_size, max_rounds, trust,
+    hyperparameters, test_dataset, ...)."""
     if system not in CAMPAIGNS:
         raise ValueError(f'unknown campaign `{system}`; known: {", ".join(CAMPAIGNS)}.')
-    preset = CAMPAIGNS[system]
+    preset = dict(CAMPAIGNS[system], **({'initial': initial} if initial else {}))
     builder = ActiveLearningWorkChain.get_builder()
     builder.labelling.code = abinit_code
     builder.labelling.protocol = orm.Str(protocol)

@@ -168,7 +168,7 @@ def chi_derivatives(dielectric, positions, acoustic_sum_rule: bool = True, batch
     """
     de = jacobian(dielectric, positions, batched=batched).cpu().double().numpy()  # (K, N, 3)
     dchi = voigt_to_tensor(np.moveaxis(de, 0, -1)) / (4.0 * math.pi)
-    return impose_acoustic_sum_rule(dchi)  # same rule per atom if acoustic_sum_rule else dchi
+    return impose_acoustic_sum_rule(dchi) if acoustic_sum_rule else dchi
 
 
 def chi_directional_derivatives(dielectric, positions, directions) -> np.ndarray:

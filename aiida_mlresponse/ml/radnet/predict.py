@@ -12,7 +12,7 @@ from ...physics.born import impose_acoustic_sum_rule
 from ..common import voigt_to_tensor
 from .calibration import apply_spread_calibration
 from .committee import NeighbourCache
-from .derivatives import born_charges
+from .derivatives import born_charges, chi_derivatives
 
 
 #: Cells up to this many atoms are predicted on one torch thread: their tensors are too small for threads to pay
@@ -174,3 +174,31 @@ def predict_structure(committees: dict, positions, cell, numbers, derivatives: b
             dchi = voigt_to_tensor(np.moveaxis(block, 0, -1)) / (4.0 * math.pi)
             out['chi_derivatives'] = impose_acoustic_sum_rule(dchi)
     return out
+
+
+def committee_response_tensors(polarization, dielectric, positions, cell, numbers) -> dict:
+    """ε∞ (3, 3), Z* (N, 3, 3) e and ∂χ/∂τ (N, 3, 3, 3) Bohr⁻¹ [κ, γ, α, β] of the committee mean at one structure
+    (positions (N, 3), cell (3, 3) Bohr), and the same of every member under `<name>_members` (leading axis M), by
+    autograd (`derivatives.born_charges`, `chi_derivatives`, acoustic sum rule imposed). The committee mean is the
+    central heads' prediction when the committee has them, else the members' mean. A property derived from the
+    tensors (LO frequencies, Raman tensors, spectra) evaluated member by member gives that property's committee
+    band. The two committees must have as many members (they are paired member by member).
+    """
+    if len(polarization) != len(dielectric):
+        raise ValueError(f'the P and ε∞ committees have {len(polarization)} and {len(dielectric)} members: '
+                         'a committee band needs them paired')
+    positions = np.asarray(positions, dtype=float).reshape(len(numbers), 3)
+    volume = abs(np.linalg.det(np.asarray(cell, dtype=float)))
+    out = {'epsilon': [], 'born_charges': [], 'dchi_dtau': []}
+    with torch_threads(1 if len(numbers) <= SMALL_CELL_ATOMS else None):
+        for member in [None, *range(len(polarization))]:
+            p_function = polarization.position_function(cell, numbers, positions, member=member)
+            e_function = dielectric.position_function(cell, numbers, positions, member=member)
+            with torch.no_grad():
+                out['epsilon'].append(voigt_to_tensor(e_function(positions).double().numpy()))
+            out['born_charges'].append(born_charges(p_function, positions, volume=volume))
+            out['dchi_dtau'].append(chi_derivatives(e_function, positions))
+    result = {}
+    for name, values in out.items():
+        result[name], result[f'{name}_members'] = values[0], np.stack(values[1:])
+    return result
