@@ -34,11 +34,15 @@ def barzilai_borwein(
     memory: int = 10,
     armijo: float = 1e-4,
     max_backtracks: int = 30,
+    max_move: float | None = None,
 ) -> MinimizeResult:
     """Minimize ``f`` given ``fun_and_grad(x) -> (f, grad)``; stop when ``max|grad| < gtol``.
 
     Step lengths alternate between the two BB formulas (s.s / s.y and s.y / y.y); where the
     curvature s.y is not positive the step falls back to ``max_step`` and the line search decides.
+    ``max_move`` caps the largest component of each move: without it such a step, backtracked from
+    ``max_step``, can land in a far basin whose energy is below the non-monotone reference, and a
+    relaxation meant to follow a local minimum jumps to another one.
     """
     x = np.array(x0, dtype=float)
     f, g = fun_and_grad(x)
@@ -52,6 +56,8 @@ def barzilai_borwein(
         f_ref = max(history[-memory:])
         decrease = float(g @ g)
         t = step
+        if max_move is not None:
+            t = min(t, max_move / max(float(np.max(np.abs(g))), 1e-300))
         for _ in range(max_backtracks):
             x_new = x - t * g
             f_new, g_new = fun_and_grad(x_new)

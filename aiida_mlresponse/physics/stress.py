@@ -178,6 +178,7 @@ def uniaxial_path(
     kick: float = 1e-3,
     soft_threshold: float = 0.0,
     max_strain: float = 0.2,
+    max_move: float | None = 0.005,
 ) -> UniaxialPath:
     """Uniaxial stress along x_axis for each prescribed ε_ii in `applied`, in order (continuation).
 
@@ -189,6 +190,9 @@ def uniaxial_path(
     A machine-learned F is meaningless far from its training data (a tanh net is flat there and the
     relaxation can run away): states with a strain component beyond `max_strain` are marked
     `in_domain = False`, and the next step restarts from the unrelaxed strain.
+    Each relaxation move changes no strain component by more than `max_move`, so the continuation
+    follows the minimum it starts in (a jump then needs that minimum to vanish: a real instability)
+    and cannot leap to another basin of a fitted surface on one long Barzilai-Borwein step.
     """
     applied = np.asarray(applied, dtype=float)
     free = np.ones(6, dtype=bool)
@@ -204,7 +208,7 @@ def uniaxial_path(
                 v[free] = x
                 return _gradient_free(energy, v, free)
 
-            result = barzilai_borwein(fun, v0[free], gtol=gtol, max_iter=max_iter)
+            result = barzilai_borwein(fun, v0[free], gtol=gtol, max_iter=max_iter, max_move=max_move)
             v = v0.copy()
             v[free] = result.x
             return v, result

@@ -37,3 +37,18 @@ def test_rosenbrock_with_nonmonotone_safeguard():
 def test_already_converged_start_returns_immediately():
     result = barzilai_borwein(lambda x: (float(x @ x), 2 * x), np.zeros(3))
     assert result.converged and result.n_iter == 0 and result.n_eval == 1
+
+
+def test_max_move_caps_every_move():
+    """A relaxation that must follow its own minimum never moves a component further than max_move at once."""
+    visited = []
+
+    def fun(x):
+        visited.append(x.copy())
+        return float(np.sum(np.cos(3 * x) + 0.1 * x**2)), -3 * np.sin(3 * x) + 0.2 * x
+
+    result = barzilai_borwein(fun, np.array([0.3, -0.2]), gtol=1e-10, max_iter=5000, max_move=0.01)
+    assert result.converged
+    moves = np.abs(np.diff(np.array(visited), axis=0)).max(1)
+    assert moves.max() <= 0.01 + 1e-12
+    np.testing.assert_allclose(np.abs(result.x), np.pi / 3, atol=0.05)  # the minimum it started in, not a far one

@@ -190,3 +190,22 @@ def test_stress_through_a_trained_committee_matches_finite_differences(one_torch
         sigma = st.stress(model.free_energy, e)
         np.testing.assert_allclose(sigma, st.stress_finite_difference(model.free_energy, e, h=1e-5),
                                    rtol=1e-5, atol=1e-10)
+
+
+def test_strains_from_the_zero_stress_cell_and_broyden_secant():
+    offset = np.array([0.01, -0.02, 0.015, 0.0, 0.0, 0.0])
+    stiffness = torch.as_tensor(np.diag([2.0, 2.5, 3.0, 1.0, 1.0, 1.0]) * 400, dtype=torch.float64)
+
+    def energy(d):  # a quadratic whose zero-stress cell is at `offset`
+        e = deformation_to_strain(d)
+        v = torch.stack([e[:, 0, 0], e[:, 1, 1], e[:, 2, 2], e[:, 1, 2], e[:, 0, 2], e[:, 0, 1]], 1) - torch.as_tensor(offset)
+        return 0.5 * torch.einsum('ni,ij,nj->n', v, stiffness, v)
+
+    eq = st.equilibrium_strain(energy)
+    np.testing.assert_allclose(eq, offset, atol=1e-7)
+    path = st.uniaxial_path_from(energy, 0, [0.0, -0.01, -0.02], eq)
+    assert abs(path.sigma[0]) < 1e-9 and np.all(np.diff(path.sigma) < 0)
+    np.testing.assert_allclose(path.extra['relative_strain'][:, 0], [0.0, -0.01, -0.02], atol=1e-12)
+    np.testing.assert_allclose(st.relative_strain(eq[:3], st.total_strain(eq[:3], [0.03, -0.01, 0.0])), [0.03, -0.01, 0.0])
+    jac, step, change = np.eye(2), np.array([0.1, -0.2]), np.array([0.3, 0.05])
+    np.testing.assert_allclose(st.broyden_update(jac, step, change) @ step, change)  # the secant condition
