@@ -29,6 +29,14 @@ FINDINGS = {'x2': {'model_strain': -0.06, 'what': 'instability under x2 compress
             'x1': {'model_strain': -0.033, 'what': 'load drop under x1 compression with no softening before it'}}
 
 
+def _run_end(indices) -> int:
+    """Last index of the run of consecutive integers that `indices` starts with."""
+    end = int(indices[0])
+    while end + 1 in set(indices.tolist()):
+        end += 1
+    return end
+
+
 def analyse(applied, sigma, transverse) -> dict:
     """Tangent stiffness, stress maximum (load drop) and transverse-strain jumps of one path, in path order."""
     applied, sigma, transverse = (np.asarray(v, dtype=float) for v in (applied, sigma, transverse))
@@ -37,15 +45,15 @@ def analyse(applied, sigma, transverse) -> dict:
     stiffness = np.diff(sigma) / np.diff(applied)  # GPa, between consecutive points
     drop = np.flatnonzero(stiffness <= 0)
     rate = np.linalg.norm(np.diff(transverse, axis=0), axis=1) / np.abs(np.diff(applied))
-    jump = np.flatnonzero(rate > 5.0 * np.median(rate))
-    peak = int(np.argmax(np.abs(sigma)))
+    jump = np.flatnonzero(rate > 5.0 * np.median(rate[:3]))  # against the first steps: the elastic response
+    peak = int(drop[0]) if len(drop) else int(np.argmax(np.abs(sigma)))  # the stress maximum before the first drop
     return {
         'applied': applied.tolist(), 'sigma_axis_GPa': sigma.tolist(), 'transverse': transverse.tolist(),
         'tangent_stiffness_GPa': stiffness.tolist(),
         'tangent_between': [[float(a), float(b)] for a, b in zip(applied[:-1], applied[1:])],
         'load_drop': bool(len(drop)),
-        'load_drop_between': [float(applied[drop[0]]), float(applied[drop[0] + 1])] if len(drop) else None,
-        'largest_abs_stress_GPa': float(sigma[peak]), 'largest_abs_stress_at': float(applied[peak]),
+        'load_drop_between': [float(applied[drop[0]]), float(applied[_run_end(drop) + 1])] if len(drop) else None,
+        'stress_maximum_GPa': float(sigma[peak]), 'stress_maximum_at': float(applied[peak]),
         'transverse_rate_per_step': rate.tolist(),
         'transverse_jump_between': [float(applied[jump[0]]), float(applied[jump[0] + 1])] if len(jump) else None,
     }
@@ -150,7 +158,7 @@ def main():
             continue
         dft = paths[name]
         entry = {**finding, 'dft_load_drop': dft['load_drop'], 'dft_load_drop_between': dft['load_drop_between'],
-                 'dft_largest_abs_stress_GPa': dft['largest_abs_stress_GPa'], 'dft_largest_abs_stress_at': dft['largest_abs_stress_at'],
+                 'dft_stress_maximum_GPa': dft['stress_maximum_GPa'], 'dft_stress_maximum_at': dft['stress_maximum_at'],
                  'dft_transverse_jump_between': dft['transverse_jump_between'], 'dft_strain_range': [min(dft['applied']), max(dft['applied'])]}
         near = [k for k, (a, b) in enumerate(dft['tangent_between']) if min(a, b) <= finding['model_strain'] + 0.01]
         entry['dft_tangent_near_model_strain_GPa'] = {f'{dft["tangent_between"][k][0]:+.4f}..{dft["tangent_between"][k][1]:+.4f}':
@@ -168,8 +176,9 @@ def main():
     plot(paths, models, PLOT)
     for name, dft in sorted(paths.items()):
         print(f'{name}: ' + '  '.join(f'{a:+.3f}:{s:+.2f}' for a, s in zip(dft['applied'], dft['sigma_axis_GPa'])))
-        print(f'   load drop between {dft["load_drop_between"]}, largest |σ| {dft["largest_abs_stress_GPa"]:.2f} GPa '
-              f'at {dft["largest_abs_stress_at"]:+.3f}, transverse jump between {dft["transverse_jump_between"]}')
+        print(f'   load drop between {dft["load_drop_between"]}, stress maximum {dft["stress_maximum_GPa"]:.2f} GPa '
+              f'at {dft["stress_maximum_at"]:+.4f} (the largest |σ| on the path if no drop), transverse jump between '
+              f'{dft["transverse_jump_between"]}')
     print(f'wrote {RESULTS.relative_to(ROOT)} and {PLOT.relative_to(ROOT)}')
 
 
