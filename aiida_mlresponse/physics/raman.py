@@ -104,10 +104,12 @@ def stokes_weights(frequencies_ha, activity, laser_wavelength_nm: float = 532.0,
     (acoustic translations and unstable modes, where the 1/ω and Bose factors diverge)."""
     frequencies = np.asarray(frequencies_ha, dtype=float)
     keep = frequencies > min_frequency_ha
-    omega = np.where(keep, frequencies, 1.0)
+    omega = frequencies[keep]
     laser = laser_frequency(laser_wavelength_nm)
-    weight = (laser - omega) ** 4 / (2.0 * omega) * (bose_einstein(omega, temperature_k) + 1.0) * np.asarray(activity)
-    return np.where(keep, weight, 0.0)
+    weight = np.zeros_like(frequencies)
+    weight[keep] = ((laser - omega) ** 4 / (2.0 * omega) * (bose_einstein(omega, temperature_k) + 1.0)
+                    * np.broadcast_to(np.asarray(activity, dtype=float), frequencies.shape)[keep])
+    return weight
 
 
 def _activity(alpha, polarization: str) -> np.ndarray:
@@ -202,7 +204,7 @@ def raman_analysis(force_constants, masses_amu, epsilon, born_charges, dchi_dtau
 def peak_summary(analysis: dict) -> dict:
     """The TO and LO peaks of a `raman_analysis`: mean frequency (cm⁻¹) of the optical modes of each kind over the
     q̂, and their intensities summed over modes and averaged over q̂ (parallel, perpendicular, total), with the
-    total relative to the strongest peak. For the 2-atom zincblende crystals there is one TO and one LO peak; a
+    total relative to the strongest peak (`relative_intensity`) and to the TO peak (`ratio_to_TO`). For the 2-atom zincblende crystals there is one TO and one LO peak; a
     nonpolar crystal has no LO entry.
     """
     optical = ~analysis['acoustic']
@@ -217,4 +219,6 @@ def peak_summary(analysis: dict) -> dict:
     strongest = max(peak['intensity_total'] for peak in peaks.values())
     for peak in peaks.values():
         peak['relative_intensity'] = peak['intensity_total'] / strongest if strongest > 0 else 0.0
+        if 'TO' in peaks and peaks['TO']['intensity_total'] > 0:
+            peak['ratio_to_TO'] = peak['intensity_total'] / peaks['TO']['intensity_total']
     return peaks

@@ -154,12 +154,22 @@ def _peak_table(central: dict, members: list[dict] | None = None) -> dict:
     return table
 
 
+def _symmetrizers(cell_bohr, positions_bohr, numbers) -> dict:
+    """Group averages over the crystal's operations for ε∞ (3, 3), Z* (N, 3, 3) and ∂χ/∂τ (N, 3, 3, 3) (the two
+    per-atom tensors keep the acoustic sum rule)."""
+    operations = fd.symmetry_operations(cell_bohr, positions_bohr, numbers)
+    atomic = lambda tensor: impose_acoustic_sum_rule(fd.symmetrize_atomic(operations, tensor))
+    return {'epsilon': lambda tensor: fd.symmetrize_cartesian(operations, tensor), 'born_charges': atomic,
+            'dchi_dtau': atomic}
+
+
 @calcfunction
 def ml_raman(structure: orm.StructureData, polarization_model, dielectric_model, phonons: orm.ArrayData,
              settings: orm.Dict) -> dict:
     """Raman result of the committees: the central value from the committee's ε∞, Z*, ∂χ/∂τ, the band from the same analysis done member by member (std over members, not calibrated:
     a model's calibration acts on its values, not on derived quantities). The central value comes from the committee
-    mean (central heads, `committee_response_tensors`). Force constants from DFT (`phonons`)."""
+    mean (central heads, `committee_response_tensors`). The tensors are averaged over the crystal's operations (the
+    attribute `symmetry_violation` says by how much the models broke the symmetry). Force constants from DFT."""
     from aiida_mlresponse.ml.radnet.predict import committee_response_tensors
 
     cell, positions, _, _ = structure_to_arrays(structure)
@@ -169,6 +179,15 @@ def ml_raman(structure: orm.StructureData, polarization_model, dielectric_model,
     tensors = committee_response_tensors(p_committee, e_committee, positions * ANGSTROM_TO_BOHR,
                                          cell * ANGSTROM_TO_BOHR, numbers)
     names = ('epsilon', 'born_charges', 'dchi_dtau')
+    # The models are not exactly equivariant: their tensors at equilibrium break the crystal's symmetry a little (an
+    # anisotropic Z* of a cubic crystal splits the LO peak by q̂). Record by how much, then average over the group.
+    symmetrize = _symmetrizers(cell * ANGSTROM_TO_BOHR, positions * ANGSTROM_TO_BOHR, numbers)
+    asymmetry = {}
+    for name in names:
+        raw = tensors[name]
+        tensors[name] = symmetrize[name](raw)
+        tensors[f'{name}_members'] = np.array([symmetrize[name](member) for member in tensors[f'{name}_members']])
+        asymmetry[name] = float(np.abs(raw - tensors[name]).max() / max(np.abs(tensors[name]).max(), 1e-300))
     values = _settings(settings, phonons)
     central = _analysis(phonons, *(tensors[name] for name in names), values)
     members = [_analysis(phonons, *(tensors[f'{name}_members'][k] for name in names), values)
@@ -179,7 +198,9 @@ def ml_raman(structure: orm.StructureData, polarization_model, dielectric_model,
     for name in ('frequencies_cm1', 'spectrum_parallel', 'spectrum_perpendicular', 'spectrum_total'):
         arrays[f'{name}_spread'] = np.std([member[name] for member in members], axis=0, ddof=1)
     arrays['grid_cm1'] = values['grid_cm1']
-    return {'arrays': _arrays_node(arrays), 'peaks': orm.Dict(_peak_table(central, members))}
+    node = _arrays_node(arrays)
+    node.base.attributes.set('symmetry_violation', asymmetry)  # max |raw - symmetrized| / max |symmetrized|
+    return {'arrays': node, 'peaks': orm.Dict(_peak_table(central, members))}
 
 
 @calcfunction
@@ -206,9 +227,9 @@ def dft_raman(structure: orm.StructureData, phonons: orm.ArrayData, configuratio
     polarizations = displaced.get_array('polarization')[order]
     charges_fd = fd.born_charges_from_finite_differences(cell_bohr, positions_bohr, numbers, displacements,
                                                          polarizations[0::2], polarizations[1::2], step)
-    operations = fd.symmetry_operations(cell_bohr, positions_bohr, numbers)
-    epsilon = fd.symmetrize_cartesian(operations, phonons.get_array('dielectric_tensor'))
-    charges = impose_acoustic_sum_rule(fd.symmetrize_atomic(operations, phonons.get_array('born_charges')))
+    symmetrize = _symmetrizers(cell_bohr, positions_bohr, numbers)
+    epsilon = symmetrize['epsilon'](phonons.get_array('dielectric_tensor'))
+    charges = symmetrize['born_charges'](phonons.get_array('born_charges'))
     values = _settings(settings, phonons)
     central = _analysis(phonons, epsilon, charges, dchi, values)
     arrays = {'epsilon': epsilon, 'born_charges': charges, 'dchi_dtau': dchi, 'grid_cm1': values['grid_cm1'],
@@ -252,13 +273,9 @@ def comparison_table(ml_arrays, ml_peaks: dict, dft_arrays=None, dft_peaks: dict
             rows[f'omega_{label}_cm1'] = _band_row(
                 ml_peaks[label]['frequency_cm1'], ml_peaks[label]['frequency_cm1_spread'],
                 dft_peaks[label]['frequency_cm1'] if dft else None)
-    if {'TO', 'LO'} <= set(ml_peaks):
-        ratio = ml_peaks['LO']['intensity_total'] / ml_peaks['TO']['intensity_total']
-        # the ratio's band from the two intensities' bands (first order, independent)
-        band = ratio * np.hypot(ml_peaks['LO']['intensity_total_spread'] / ml_peaks['LO']['intensity_total'],
-                                ml_peaks['TO']['intensity_total_spread'] / ml_peaks['TO']['intensity_total'])
-        rows['intensity_ratio_LO_TO'] = _band_row(float(ratio), float(band), dft_peaks['LO']['intensity_total']
-                                                  / dft_peaks['TO']['intensity_total'] if dft else None)
+    if {'TO', 'LO'} <= set(ml_peaks):  # the band from the members' own ratios (the two intensities are correlated)
+        rows['intensity_ratio_LO_TO'] = _band_row(ml_peaks['LO']['ratio_to_TO'], ml_peaks['LO']['ratio_to_TO_spread'],
+                                                  dft_peaks['LO']['ratio_to_TO'] if dft else None)
     table = {'rows': rows, 'band': 'one committee standard deviation (members, ddof 1, not calibrated)',
              'experiment_cm1': EXPERIMENT_RAMAN_CM1.get(system), 'paper_lo_relative_error': PAPER_LO_RELATIVE_ERROR}
     if dft:
@@ -307,6 +324,7 @@ def compare_raman(lattice_used: orm.Dict, ml_arrays: orm.ArrayData, ml_peaks: or
     dft_arrays, dft_peaks = dft.get('arrays'), dft['peaks'].get_dict() if 'peaks' in dft else None
     table = comparison_table(ml_arrays, ml_peaks.get_dict(), dft_arrays, dft_peaks, system)
     table['lattice'] = lattice_used.get_dict()
+    table['ml_symmetry_violation'] = ml_arrays.base.attributes.get('symmetry_violation', None)
     title = f'{system} powder Raman, a = {lattice_used["a_angstrom"]:.4f} Å ({lattice_used["source"]})'
     png = spectrum_plot(ml_arrays, dft_arrays, title)
     plot = orm.SinglefileData(io.BytesIO(png), filename=f'raman_{system}.png')
