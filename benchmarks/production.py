@@ -118,6 +118,19 @@ def make_profile(stack: str, root: pathlib.Path, jobs: int) -> tuple[str, dict]:
     return name, env
 
 
+def daemon_cpu_seconds(config_dir: pathlib.Path, name: str) -> float:
+    """CPU seconds used so far by the daemon's circus, its workers and (embedded) its ZeroMQ broker."""
+    circus = int((config_dir / 'daemon' / f'circus-{name}.pid').read_text())
+    children = subprocess.run(['pgrep', '-P', str(circus)], capture_output=True, text=True).stdout.split()
+    pids = [circus, *map(int, children)]
+    pids += [int(p.read_text().split()[-1]) for p in (config_dir / 'broker').glob('*/broker.pid')]
+    total = 0
+    for pid in pids:
+        fields = pathlib.Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf('SC_CLK_TCK')
+
+
 def drop_profile(stack: str, name: str, env: dict, root: pathlib.Path):
     subprocess.run([str(BIN / 'verdi'), '-p', name, 'daemon', 'stop'], env=env, capture_output=True, timeout=300)
     if stack == 'production':
@@ -144,14 +157,20 @@ def copy_inputs(workdirs: list[str], target: pathlib.Path) -> list[str]:
 def bare_loop(folders: list[str], concurrency: int) -> dict:
     """The inputs run again as plain ABINIT from a shell loop; wall time and completed count."""
     abinit = shutil.which('abinit')
+    import resource
+
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.time()
     subprocess.run(['xargs', '-0', '-P', str(concurrency), '-n', '1', 'sh', '-c',
                     f'cd "$1" && "{abinit}" aiida.abi > aiida.log 2>&1', 'sh'],
                    input='\0'.join(folders), text=True, check=False)
     wall = time.time() - began
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = cpu_after.ru_utime + cpu_after.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime
     completed = sum('Calculation completed' in (pathlib.Path(f) / 'aiida.abo').read_text(errors='replace')
                     for f in folders if (pathlib.Path(f) / 'aiida.abo').exists())
-    return {'concurrency': concurrency, 'wall_seconds': round(wall, 1), 'completed': completed}
+    return {'concurrency': concurrency, 'wall_seconds': round(wall, 1), 'completed': completed,
+            'abinit_cpu_seconds_per_job': round(cpu / max(len(folders), 1), 2)}
 
 
 def benchmark(stack: str, jobs: int, workdir: pathlib.Path, stall: float, seed: int) -> dict:
@@ -164,6 +183,7 @@ def benchmark(stack: str, jobs: int, workdir: pathlib.Path, stall: float, seed: 
         out = run([sys.executable, __file__, 'campaign', '--profile', name, '--jobs', str(jobs),
                    '--computer', COMPUTERS[stack], '--stall', str(stall), '--seed', str(seed)], env, timeout=24 * 3600)
         result = json.loads(out.strip().splitlines()[-1])
+        result['daemon_cpu_seconds'] = round(daemon_cpu_seconds(root / 'config' / '.aiida', name), 1)
         # the work folders may live in the config folder (presto's localhost): copy the inputs out first
         folders = copy_inputs(result.pop('workdirs'), root / 'bare')
     finally:
@@ -172,6 +192,7 @@ def benchmark(stack: str, jobs: int, workdir: pathlib.Path, stall: float, seed: 
     result['bare'] = bare
     result['throughput_jobs_per_minute'] = round(60 * result['finished_ok'] / result['wall_seconds'], 2)
     result['overhead_ratio'] = round(result['wall_seconds'] / bare['wall_seconds'], 2)
+    result['daemon_cpu_seconds_per_job'] = round(result['daemon_cpu_seconds'] / jobs, 2)
     result['stack'] = ('SQLite + ZeroMQ (embedded), core.direct' if stack == 'embedded'
                        else 'PostgreSQL + RabbitMQ, core.slurm (one node)')
     result['cpus'] = os.cpu_count()
@@ -200,7 +221,7 @@ def main(argv=None):
           f'{result["excepted_or_killed"]} excepted/killed, {result["stuck"]} stuck, {result["lost"]} lost; '
           f'campaign {result["wall_seconds"]} s ({result["throughput_jobs_per_minute"]} jobs/min), '
           f'bare ABINIT x{result["bare"]["concurrency"]} {result["bare"]["wall_seconds"]} s: '
-          f'overhead {result["overhead_ratio"]}')
+          f'overhead {result["overhead_ratio"]}; daemon CPU {result["daemon_cpu_seconds_per_job"]} s per job')
     print(json.dumps(result))
     if args.results:
         merge_results(args.results, 'load', args.stack, result)
