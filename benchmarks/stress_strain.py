@@ -40,7 +40,7 @@ def _run_end(indices) -> int:
 def analyse(applied, sigma, transverse) -> dict:
     """Tangent stiffness, stress maximum (load drop) and transverse-strain jumps of one path, in path order."""
     applied, sigma, transverse = (np.asarray(v, dtype=float) for v in (applied, sigma, transverse))
-    order = np.argsort(-np.abs(applied))[::-1]  # outward from zero
+    order = np.argsort(np.abs(applied), kind='stable')  # outward from zero
     applied, sigma, transverse = applied[order], sigma[order], transverse[order]
     stiffness = np.diff(sigma) / np.diff(applied)  # GPa, between consecutive points
     drop = np.flatnonzero(stiffness <= 0)
@@ -59,16 +59,26 @@ def analyse(applied, sigma, transverse) -> dict:
     }
 
 
-def dft_path(node) -> dict:
-    path = node.outputs.path
-    arrays = {name: path.get_array(name) for name in path.get_arraynames()}
-    axis = path.base.attributes.get('axis')
-    out = {'axis': axis, 'workchain_uuid': node.uuid, 'path_uuid': path.uuid, 'protocol': node.inputs.protocol.value,
-           'equilibrium_strain': arrays['equilibrium_strain'].tolist(),
-           'equilibrium_stress_GPa': np.diag(arrays['equilibrium_stress']).tolist(),
+def dft_path(nodes) -> dict:
+    """One axis from one or more finished UniaxialDFTPathWorkChains (a coarse path and a finer one near a
+    feature): points merged by applied strain, outward from zero; at a strain both have, the first node's."""
+    paths = [node.outputs.path for node in nodes]
+    axes = {path.base.attributes.get('axis') for path in paths}
+    if len(axes) != 1:
+        raise ValueError(f'paths of different axes given together: {sorted(axes)}')
+    names = ('applied', 'sigma_axis', 'transverse', 'residual', 'shear', 'converged', 'steps', 'R')
+    arrays = {name: np.concatenate([path.get_array(name) for path in paths]) for name in names}
+    _, first = np.unique(np.round(arrays['applied'], 8), return_index=True)
+    keep = first[np.argsort(np.abs(arrays['applied'][first]), kind='stable')]
+    arrays = {name: value[keep] for name, value in arrays.items()}
+    equilibrium = paths[0]
+    out = {'axis': axes.pop(), 'workchain_uuids': [node.uuid for node in nodes], 'path_uuids': [path.uuid for path in paths],
+           'protocol': nodes[0].inputs.protocol.value,
+           'equilibrium_strain': equilibrium.get_array('equilibrium_strain').tolist(),
+           'equilibrium_stress_GPa': np.diag(equilibrium.get_array('equilibrium_stress')).tolist(),
            'residual_GPa': arrays['residual'].tolist(), 'shear_GPa': arrays['shear'].tolist(),
            'converged': arrays['converged'].tolist(), 'runs_per_point': arrays['steps'].tolist(),
-           'R': arrays['R'].tolist(), 'abinit_runs': len(node.called)}
+           'R': arrays['R'].tolist(), 'abinit_runs': sum(len(node.called) for node in nodes)}
     out.update(analyse(arrays['applied'], arrays['sigma_axis'], arrays['transverse']))
     return out
 
@@ -132,7 +142,7 @@ def plot(paths: dict, models: dict, path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--dft', nargs='+', type=int, required=True, help='pks of finished UniaxialDFTPathWorkChains')
+    parser.add_argument('--dft', nargs='+', type=int, required=True, help='pks of finished UniaxialDFTPathWorkChains (several per axis are merged)')
     parser.add_argument('--model', default=None, help='ModelData pk or uuid (pcamlp) for the model curves')
     parser.add_argument('--step', type=float, default=0.0025)
     parser.add_argument('--profile', default='mlresponse')
@@ -141,10 +151,11 @@ def main():
     from aiida import load_profile, orm
 
     load_profile(args.profile)
-    paths = {}
+    nodes = {}
     for pk in args.dft:
-        entry = dft_path(orm.load_node(pk))
-        paths[entry['axis']] = entry
+        node = orm.load_node(pk)
+        nodes.setdefault(node.outputs.path.base.attributes.get('axis'), []).append(node)
+    paths = {axis: dft_path(group) for axis, group in nodes.items()}
     models = {}
     model_info = None
     if args.model:
@@ -175,7 +186,7 @@ def main():
     RESULTS.write_text(json.dumps(data, indent=1, default=float))
     plot(paths, models, PLOT)
     for name, dft in sorted(paths.items()):
-        print(f'{name}: ' + '  '.join(f'{a:+.3f}:{s:+.2f}' for a, s in zip(dft['applied'], dft['sigma_axis_GPa'])))
+        print(f'{name}: ' + '  '.join(f'{a:+.4f}:{s:+.2f}' for a, s in zip(dft['applied'], dft['sigma_axis_GPa'])))
         print(f'   load drop between {dft["load_drop_between"]}, stress maximum {dft["stress_maximum_GPa"]:.2f} GPa '
               f'at {dft["stress_maximum_at"]:+.4f} (the largest |σ| on the path if no drop), transverse jump between '
               f'{dft["transverse_jump_between"]}')
