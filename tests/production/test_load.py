@@ -12,7 +12,7 @@ import pytest
 pytestmark = [pytest.mark.production, pytest.mark.slow]
 
 BENCHMARK = pathlib.Path(__file__).resolve().parents[2] / 'benchmarks' / 'production.py'
-JOBS = 20
+JOBS = 10
 
 
 @pytest.mark.parametrize('stack', ['embedded', 'production'])
