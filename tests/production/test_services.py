@@ -239,8 +239,8 @@ def test_service_restart_mid_campaign(production_profile, tmp_path, restart):
     record_fault(f'{restart}_restart', {
         'what': f'{restart} restarted while a BN labelling job (test protocol, reference + 2 configurations) runs',
         'outcome': outcome, 'state': result['state'], 'labels': result['size'], 'configurations': 3,
-        'abinit_runs': len(runs), 'lost': 2 - result['size'], 'repeated': len(runs) - 3,
+        'abinit_runs': len(runs), 'lost': 2 - result['size'], 'repeated': max(0, len(runs) - 3),
         'seconds_after_restart': round(time.monotonic() - began, 1)})
     assert result['exit_status'] == 0 and result['size'] == 2 and result['failed'] == {}, result
     assert len(result['calcjobs']) == 3 and all(status == 0 for _, status, *_ in result['calcjobs']), result['calcjobs']
-    assert len(runs) == 3, calcjobs  # no ABINIT run repeated
+    assert len(runs) <= 3, calcjobs  # no ABINIT run repeated (fewer when an earlier test's run is reused)
