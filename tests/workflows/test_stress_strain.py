@@ -123,3 +123,36 @@ def test_dft_reference_at_two_strains(model_node, abinit_code, pseudo_families):
         again = st.cauchy_stress(net.free_energy, rows['deformation'][order])[:, 0, 0] * HA_PER_BOHR3_TO_GPA
     np.testing.assert_allclose(diff.get_array('ml_sigma_axis'), again, rtol=1e-6, atol=1e-9)
     assert results['plot'].get_content(mode='rb')[:4] == b'\x89PNG'
+
+
+@pytest.mark.slow
+def test_dft_only_path_runs_its_quasi_newton_steps_on_record(abinit_code, pseudo_families):
+    """The machinery at `test` (the physics needs `fast`: at ecut 8 Ha the stress of the `test` set-up is too rough
+    for a few quasi-Newton steps to zero; benchmarks/stress_strain.py has the `fast` paths)."""
+    from aiida_mlresponse.workflows.stress_strain_dft import UniaxialDFTPathWorkChain
+
+    builder = UniaxialDFTPathWorkChain.get_builder()
+    builder.code = abinit_code
+    builder.axis = orm.Str('x1')
+    builder.strains = orm.List([-0.02])
+    builder.protocol = orm.Str('test')
+    builder.max_steps = orm.Int(2)
+    results, node = run_get_node(builder)
+    assert node.is_finished_ok, node.exit_status
+    path = results['path']
+    np.testing.assert_allclose(path.get_array('applied'), [-0.02])
+    # the axis strain is the applied one relative to the equilibrium run's cell, whatever the transverse steps did
+    np.testing.assert_allclose(path.get_array('strain')[:, 0], [-0.02], atol=1e-10)
+    assert 1 <= path.get_array('steps')[0] <= 2
+    stress = path.get_array('stress')[0]
+    np.testing.assert_allclose(path.get_array('sigma_axis'), [stress[0, 0]])
+    np.testing.assert_allclose(path.get_array('residual'), [max(abs(stress[1, 1]), abs(stress[2, 2]))])
+    assert path.get_array('converged')[0] == (path.get_array('residual')[0] < 0.05)
+    # provenance: the path is made from the output arrays of the relaxations that ended the equilibrium and the point
+    creator = path.creator
+    assert creator.process_label == 'collect_dft_path'
+    sources = {link.node.creator.uuid for link in creator.base.links.get_incoming()
+               if link.link_label.startswith('point_') or link.link_label == 'equilibrium'}
+    relaxations = {c.uuid for w in node.called if w.process_label == 'MgRelaxBaseWorkChain' for c in w.called}
+    assert len(sources) == 2 and sources <= relaxations
+    assert len([w for w in node.called if w.process_label == 'MgRelaxBaseWorkChain']) <= 4  # max_steps per point
