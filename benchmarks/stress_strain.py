@@ -104,18 +104,18 @@ def plot(paths: dict, models: dict, path):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    axes_names = sorted(paths)
+    axes_names = sorted(paths, key=lambda k: (paths[k]['axis'], k))
     fig, axes = plt.subplots(2, len(axes_names), figsize=(4.3 * len(axes_names), 6.6), squeeze=False)
     for col, name in enumerate(axes_names):
         dft, ax, axt = paths[name], axes[0][col], axes[1][col]
-        ax.plot(dft['applied'], dft['sigma_axis_GPa'], 'o-', color='k', ms=4, label='DFT (fast), transverse σ zeroed')
-        a = int(name[1])
+        ax.plot(dft['applied'], dft['sigma_axis_GPa'], 'o-', color='k', ms=4, label=f'DFT ({dft["protocol"]}), transverse σ zeroed')
+        a = int(dft['axis'][1])
         others = [k for k in (1, 2, 3) if k != a]
         tr = np.array(dft['transverse'])
         for j, other in enumerate(others):
             axt.plot(dft['applied'], tr[:, j], 'o-', ms=3, label=f'DFT ε{other}{other}')
-        if name in models:
-            m = models[name]
+        if dft['axis'] in models:
+            m = models[dft['axis']]
             x, s, b = (np.array(m[k], dtype=float) for k in ('applied', 'sigma_axis', 'sigma_axis_band'))
             line, = ax.plot(x, s, '-', color='C3', label='PCA-MLP committee mean')
             ax.fill_between(x, s - 2 * b, s + 2 * b, color=line.get_color(), alpha=0.25, label='±2 committee std')
@@ -128,7 +128,7 @@ def plot(paths: dict, models: dict, path):
                 axt.fill_between(x, mt[:, j] - 2 * mb[:, j], mt[:, j] + 2 * mb[:, j], color=f'C{j}', alpha=0.2)
         if dft['load_drop_between']:
             ax.axvspan(*sorted(dft['load_drop_between']), color='k', alpha=0.1, label='DFT load drop')
-        ax.set_title(f'uniaxial stress along {name}', fontsize=9)
+        ax.set_title(f'uniaxial stress along {dft["axis"]}, DFT at `{dft["protocol"]}`', fontsize=9)
         ax.set_xlabel(f'applied strain ε{a}{a} (from the zero-stress cell)')
         ax.set_ylabel(f'σ{a}{a} (GPa)')
         axt.set_xlabel(f'ε{a}{a}')
@@ -154,21 +154,24 @@ def main():
     nodes = {}
     for pk in args.dft:
         node = orm.load_node(pk)
-        nodes.setdefault(node.outputs.path.base.attributes.get('axis'), []).append(node)
-    paths = {axis: dft_path(group) for axis, group in nodes.items()}
+        key = f'{node.outputs.path.base.attributes.get("axis")} {node.inputs.protocol.value}'  # e.g. 'x2 fast'
+        nodes.setdefault(key, []).append(node)
+    paths = {key: dft_path(group) for key, group in nodes.items()}
     models = {}
     model_info = None
     if args.model:
         model = orm.load_node(args.model)
         model_info = {'uuid': model.uuid, 'hyperparameters': model.hyperparameters, 'metadata': model.base.attributes.get('metadata')}
-        for name, dft in paths.items():
-            models[name] = model_curve(model, name, min(min(dft['applied']), -0.02), args.step)
+        for axis in sorted({dft['axis'] for dft in paths.values()}):
+            low = min(min(dft['applied']) for dft in paths.values() if dft['axis'] == axis)
+            models[axis] = model_curve(model, axis, min(low, -0.02), args.step)
     settled = {}
-    for name, finding in FINDINGS.items():
-        if name not in paths:
+    for key, dft in paths.items():
+        name = dft['axis']
+        if name not in FINDINGS:
             continue
-        dft = paths[name]
-        entry = {**finding, 'dft_load_drop': dft['load_drop'], 'dft_load_drop_between': dft['load_drop_between'],
+        finding = FINDINGS[name]
+        entry = {'protocol': dft['protocol'], **finding, 'dft_load_drop': dft['load_drop'], 'dft_load_drop_between': dft['load_drop_between'],
                  'dft_stress_maximum_GPa': dft['stress_maximum_GPa'], 'dft_stress_maximum_at': dft['stress_maximum_at'],
                  'dft_transverse_jump_between': dft['transverse_jump_between'], 'dft_strain_range': [min(dft['applied']), max(dft['applied'])]}
         near = [k for k, (a, b) in enumerate(dft['tangent_between']) if min(a, b) <= finding['model_strain'] + 0.01]
@@ -176,7 +179,7 @@ def main():
                                                       dft['tangent_stiffness_GPa'][k] for k in near}
         if name in models:
             entry['model'] = models[name]['instability']
-        settled[name] = entry
+        settled[key] = entry
     data = {'description': __doc__.split('\n\n')[0], 'machine': platform.node(), 'units': {'stress': 'GPa', 'strain': '1'},
             'strain_convention': 'applied and transverse strains relative to the zero-stress cell of each energy (DFT: the DFT '
                                  'equilibrium at the protocol; model: the model\'s own), 1 + ε = (1 + ε_total)/(1 + ε_eq)',
