@@ -121,3 +121,31 @@ def test_polar_spectrum_shows_to_and_lo_peaks():
     peaks = grid[1:-1][(spectrum[1:-1] > spectrum[:-2]) & (spectrum[1:-1] > spectrum[2:])]
     optical = np.sort(frequencies[frequencies > 1e-8])
     np.testing.assert_allclose(peaks * HARTREE_TO_CM1, optical[[0, 2]] * HARTREE_TO_CM1, atol=0.2)
+
+
+def test_analysis_identifies_lo_and_to_and_its_spectrum_integrates_to_the_peaks():
+    """raman_analysis + peak_summary on the Td model: per q̂ three acoustic, two TO and one LO mode at the hand-computed
+    frequencies; the TO/LO intensities are the integrals of the spectrum under each peak (area-normalized Lorentzians)."""
+    from aiida_mlresponse.physics.raman import peak_summary, raman_analysis
+
+    masses, dchi, force_constants, born, epsilon = zincblende_model()
+    volume = 300.0
+    reduced_mass = masses.prod() / masses.sum() * AMU_TO_ME
+    to = np.sqrt(0.05 / reduced_mass) * HARTREE_TO_CM1
+    lo = np.sqrt(0.05 / reduced_mass + 4 * np.pi * 2.1**2 / (volume * 11.0 * reduced_mass)) * HARTREE_TO_CM1
+    grid = np.linspace(0.3 * to, 3.0 * lo, 60001)
+    analysis = raman_analysis(force_constants, masses, epsilon, born, dchi, volume, grid, fwhm_cm1=0.5)
+    assert (analysis['acoustic'].sum(axis=1) == 3).all() and (analysis['lo'].sum(axis=1) == 1).all()
+    np.testing.assert_allclose(analysis['frequencies_cm1'][analysis['lo']], lo, rtol=1e-10)
+    peaks = peak_summary(analysis)
+    assert set(peaks) == {'TO', 'LO'}
+    np.testing.assert_allclose([peaks['TO']['frequency_cm1'], peaks['LO']['frequency_cm1']], [to, lo], rtol=1e-10)
+    middle = 0.5 * (to + lo)
+    for polarization in ('parallel', 'perpendicular', 'total'):
+        spectrum = analysis[f'spectrum_{polarization}']
+        below, above = grid < middle, grid >= middle
+        # the Lorentzian tails beyond the grid and across the midpoint hold < 1 % of each peak at this width
+        np.testing.assert_allclose(np.trapezoid(spectrum[below], grid[below]), peaks['TO'][f'intensity_{polarization}'], rtol=0.02)
+        np.testing.assert_allclose(np.trapezoid(spectrum[above], grid[above]), peaks['LO'][f'intensity_{polarization}'], rtol=0.02)
+    assert peaks['TO']['relative_intensity'] == 1.0 or peaks['LO']['relative_intensity'] == 1.0
+    np.testing.assert_allclose(peaks['LO']['ratio_to_TO'], peaks['LO']['intensity_total'] / peaks['TO']['intensity_total'])
