@@ -1,4 +1,4 @@
-"""Main job (until the active-learning + Raman campaign lands): label a small cubic-BN displacement set.
+"""Label a small cubic-BN displacement set and print P and ε∞ per configuration, each with its ABINIT run.
 
     verdi run workchains/run_bn_labels.py [--protocol fast] [--count 4] [--sigma 0.01] [--seed 0]
 
