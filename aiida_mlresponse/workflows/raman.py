@@ -19,7 +19,7 @@ from aiida import orm
 from aiida.engine import ToContext, WorkChain, if_
 
 from aiida_mlresponse.data.model import ModelData
-from aiida_mlresponse.physics.units import ANGSTROM_TO_BOHR
+from aiida_mlresponse.physics.units import ANGSTROM_TO_BOHR, BOHR_TO_ANGSTROM
 from aiida_mlresponse.workflows import raman_steps as steps
 from aiida_mlresponse.workflows.labels import LabelsWorkChain
 from aiida_mlresponse.workflows.restart import AbinitResponseBaseWorkChain
@@ -70,7 +70,7 @@ def validate_inputs(inputs, _):
             if trained.shape != (3, 3) or not np.allclose(trained, cell * scale * ANGSTROM_TO_BOHR, atol=1e-4):
                 return (f'`models.{name}` was trained on the cell {np.round(trained, 4).tolist()} Bohr; the structure at '
                         f'lattice `{source}` (a = {a_bohr:.4f} Bohr) has another: train at this lattice or choose '
-                        f'`lattice` {np.round(steps.cubic_lattice_bohr(trained / ANGSTROM_TO_BOHR) * 0.529177210903, 5)} (Å)')
+                        f'`lattice` {np.round(steps.cubic_lattice_bohr(trained * BOHR_TO_ANGSTROM) * BOHR_TO_ANGSTROM, 5)} (Å)')
     for name in ('temperature', 'laser_wavelength', 'broadening', 'finite_difference_step'):
         if name in inputs and not inputs[name].value > 0 and not (name == 'temperature' and inputs[name].value == 0):
             return f'`{name}` must be positive, got {inputs[name].value}'
@@ -182,7 +182,7 @@ class RamanWorkChain(WorkChain):
                 message=f'configurations {sorted(node.outputs.failed.get_dict())} left out')
 
     def analyse(self):
-        phonons = steps.phonon_arrays_with_volume(self.ctx.equilibrium.outputs.output_arrays, self.ctx.structure)
+        phonons = self.ctx.equilibrium.outputs.output_arrays
         settings = orm.Dict({
             'q_directions': self.inputs.q_directions.get_list() if 'q_directions' in self.inputs else np.eye(3).tolist(),
             'temperature_k': self.inputs.temperature.value, 'laser_wavelength_nm': self.inputs.laser_wavelength.value,

@@ -60,6 +60,12 @@ def lattice_target_bohr(symbols, cell_angstrom, lattice) -> tuple[float, str]:
     return float(lattice) * ANGSTROM_TO_BOHR, 'given in Å'
 
 
+def bohr_arrays(structure: orm.StructureData):
+    """(cell, positions) in Bohr and a species index per atom (what the symmetry finder needs) of `structure`."""
+    cell, positions, symbols, _ = structure_to_arrays(structure)
+    return cell * ANGSTROM_TO_BOHR, positions * ANGSTROM_TO_BOHR, np.unique(symbols, return_inverse=True)[1]
+
+
 @calcfunction
 def equilibrium_structure(structure: orm.StructureData, lattice: orm.Data) -> dict:
     """The structure scaled to the cubic lattice `lattice` (Str relaxed | paper | structure, or Float Å), and
@@ -78,13 +84,11 @@ def finite_difference_configurations(structure: orm.StructureData, step: orm.Flo
     """The ±h displaced copies of `structure` that the crystal's symmetry leaves irreducible
     (`physics.finite_differences`), as `positions` (2 n, N, 3) Å in the order +h, -h per displacement; the
     attributes `atoms` (n,), `directions` (n, 3) and `step_bohr` give the displacements."""
-    cell, positions, symbols, _ = structure_to_arrays(structure)
-    cell_bohr, positions_bohr = cell * ANGSTROM_TO_BOHR, positions * ANGSTROM_TO_BOHR
-    numbers = np.unique(symbols, return_inverse=True)[1]
+    cell_bohr, positions_bohr, numbers = bohr_arrays(structure)
     displacements = fd.irreducible_displacements(cell_bohr, positions_bohr, numbers)
     displaced = fd.displaced_structures(positions_bohr, displacements, step.value)  # (n, 2, N, 3): +h, -h
     result = orm.ArrayData()
-    result.set_array('positions', displaced.reshape(-1, len(symbols), 3) * BOHR_TO_ANGSTROM)
+    result.set_array('positions', displaced.reshape(-1, len(numbers), 3) * BOHR_TO_ANGSTROM)
     # the displacements as attributes: the arrays are exactly what `LabelsWorkChain` labels
     result.base.attributes.set('atoms', [int(atom) for atom, _ in displacements])
     result.base.attributes.set('directions', [np.asarray(direction, dtype=float).tolist() for _, direction in displacements])
@@ -92,10 +96,10 @@ def finite_difference_configurations(structure: orm.StructureData, step: orm.Flo
     return result
 
 
-def spectrum_grid(phonon_arrays: orm.ArrayData, points: int = 1500) -> np.ndarray:
+def spectrum_grid(phonon_inputs: tuple, points: int = 1500) -> np.ndarray:
     """A grid (cm⁻¹) that holds every optical Γ mode of the DFT equilibrium run, with and without the LO-TO term
     (0.8 x the lowest TO to 1.25 x the highest LO): the ML and DFT spectra share it."""
-    c, masses, eps, z, volume = _phonon_inputs(phonon_arrays)
+    c, masses, eps, z, volume = phonon_inputs
     frequencies = [gamma_phonons(c, masses)[0]] + [
         gamma_phonons(c, masses, z, eps, volume, q_direction=q)[0] for q in np.eye(3)]
     optical = np.concatenate(frequencies) * HARTREE_TO_CM1
@@ -103,33 +107,27 @@ def spectrum_grid(phonon_arrays: orm.ArrayData, points: int = 1500) -> np.ndarra
     return np.linspace(0.8 * optical.min(), 1.25 * optical.max(), points)
 
 
-def _phonon_inputs(phonon_arrays):
-    """(force constants with the acoustic sum rule, masses, DFPT ε∞, DFPT Z* (ASR), Ω in Bohr³)."""
-    c = impose_acoustic_sum_rule_force_constants(phonon_arrays.get_array('force_constants_gamma'))
-    volume = float(phonon_arrays.base.attributes.get('volume_bohr3'))
-    return (c, phonon_arrays.get_array('atomic_masses'), phonon_arrays.get_array('dielectric_tensor'),
-            phonon_arrays.get_array('born_charges'), volume)
+def _phonon_inputs(phonons: orm.ArrayData, structure: orm.StructureData) -> tuple:
+    """(force constants with the acoustic sum rule, masses, DFPT ε∞, DFPT Z* (ASR), Ω in Bohr³) from the equilibrium
+    run's `output_arrays` and its structure."""
+    c = impose_acoustic_sum_rule_force_constants(phonons.get_array('force_constants_gamma'))
+    volume = abs(np.linalg.det(np.asarray(structure.cell))) * ANGSTROM_TO_BOHR**3
+    return (c, phonons.get_array('atomic_masses'), phonons.get_array('dielectric_tensor'),
+            phonons.get_array('born_charges'), volume)
 
 
-def phonon_arrays_with_volume(output_arrays: orm.ArrayData, structure: orm.StructureData) -> orm.ArrayData:
-    """Unstored copy of the equilibrium run's arrays the analysis needs, with the cell volume in Bohr³."""
-    copy = orm.ArrayData()
-    for name in ('force_constants_gamma', 'atomic_masses', 'dielectric_tensor', 'born_charges'):
-        copy.set_array(name, output_arrays.get_array(name))
-    copy.base.attributes.set('volume_bohr3', abs(np.linalg.det(np.asarray(structure.cell))) * ANGSTROM_TO_BOHR**3)
-    return copy
-
-
-def _analysis(phonon_arrays, epsilon, born_charges, dchi_dtau, settings: dict) -> dict:
-    c, masses, _, _, volume = _phonon_inputs(phonon_arrays)
+def _analysis(settings: dict, epsilon, born_charges, dchi_dtau) -> dict:
+    c, masses, _, _, volume = settings['phonons']
     return raman_analysis(c, masses, epsilon, born_charges, dchi_dtau, volume, settings['grid_cm1'],
                           q_directions=settings['q_directions'], fwhm_cm1=settings['broadening_cm1'],
                           laser_wavelength_nm=settings['laser_wavelength_nm'], temperature_k=settings['temperature_k'])
 
 
-def _settings(settings: orm.Dict, phonon_arrays) -> dict:
+def _settings(settings: orm.Dict, phonons: orm.ArrayData, structure: orm.StructureData) -> dict:
+    """The analysis settings with the DFT phonon inputs (read once) and the shared spectrum grid."""
     values = settings.get_dict()
-    values['grid_cm1'] = spectrum_grid(phonon_arrays, values.get('grid_points', 1500))
+    values['phonons'] = _phonon_inputs(phonons, structure)
+    values['grid_cm1'] = spectrum_grid(values['phonons'], values.get('grid_points', 1500))
     return values
 
 
@@ -166,31 +164,30 @@ def _symmetrizers(cell_bohr, positions_bohr, numbers) -> dict:
 @calcfunction
 def ml_raman(structure: orm.StructureData, polarization_model, dielectric_model, phonons: orm.ArrayData,
              settings: orm.Dict) -> dict:
-    """Raman result of the committees: the central value from the committee's ε∞, Z*, ∂χ/∂τ, the band from the same analysis done member by member (std over members, not calibrated:
-    a model's calibration acts on its values, not on derived quantities). The central value comes from the committee
-    mean (central heads, `committee_response_tensors`). The tensors are averaged over the crystal's operations (the
+    """Raman result of the committees: the central value from the committee mean's ε∞, Z*, ∂χ/∂τ (central heads,
+    `committee_response_tensors`), the band from the same analysis done member by member (std over members, not
+    calibrated: a model's calibration acts on its values, not on derived quantities). The tensors are averaged over the crystal's operations (the
     attribute `symmetry_violation` says by how much the models broke the symmetry). Force constants from DFT."""
     from aiida_mlresponse.ml.radnet.predict import committee_response_tensors
 
-    cell, positions, _, _ = structure_to_arrays(structure)
+    cell, positions, _ = bohr_arrays(structure)
     p_committee, p_payload = polarization_model.load()
     e_committee, _ = dielectric_model.load()
     numbers = np.asarray(p_payload['metadata']['atomic_numbers'])
-    tensors = committee_response_tensors(p_committee, e_committee, positions * ANGSTROM_TO_BOHR,
-                                         cell * ANGSTROM_TO_BOHR, numbers)
+    tensors = committee_response_tensors(p_committee, e_committee, positions, cell, numbers)
     names = ('epsilon', 'born_charges', 'dchi_dtau')
     # The models are not exactly equivariant: their tensors at equilibrium break the crystal's symmetry a little (an
     # anisotropic Z* of a cubic crystal splits the LO peak by q̂). Record by how much, then average over the group.
-    symmetrize = _symmetrizers(cell * ANGSTROM_TO_BOHR, positions * ANGSTROM_TO_BOHR, numbers)
+    symmetrize = _symmetrizers(cell, positions, numbers)
     asymmetry = {}
     for name in names:
         raw = tensors[name]
         tensors[name] = symmetrize[name](raw)
         tensors[f'{name}_members'] = np.array([symmetrize[name](member) for member in tensors[f'{name}_members']])
         asymmetry[name] = float(np.abs(raw - tensors[name]).max() / max(np.abs(tensors[name]).max(), 1e-300))
-    values = _settings(settings, phonons)
-    central = _analysis(phonons, *(tensors[name] for name in names), values)
-    members = [_analysis(phonons, *(tensors[f'{name}_members'][k] for name in names), values)
+    values = _settings(settings, phonons, structure)
+    central = _analysis(values, *(tensors[name] for name in names))
+    members = [_analysis(values, *(tensors[f'{name}_members'][k] for name in names))
                for k in range(len(tensors['epsilon_members']))]
     arrays = dict(tensors)
     arrays.update({f'{name}_spread': tensors[f'{name}_members'].std(axis=0, ddof=1) for name in names})
@@ -211,9 +208,7 @@ def dft_raman(structure: orm.StructureData, phonons: orm.ArrayData, configuratio
     dataset of `configurations`), rebuilt over every atom and direction by symmetry and the sum rule. Also
     `born_charges_berry_fd`: Z* by central differences of the displaced labels' Berry-phase P, the quantity the P
     committee learns; at a converged k-grid it equals the DFPT Z*, so their gap measures the grid."""
-    cell, positions, symbols, _ = structure_to_arrays(structure)
-    cell_bohr, positions_bohr = cell * ANGSTROM_TO_BOHR, positions * ANGSTROM_TO_BOHR
-    numbers = np.unique(symbols, return_inverse=True)[1]
+    cell_bohr, positions_bohr, numbers = bohr_arrays(structure)
     order = np.argsort(displaced.get_array('configuration_index'))
     epsilons = displaced.get_array('dielectric_tensor')[order]
     if len(epsilons) != len(configurations.get_array('positions')):
@@ -221,7 +216,7 @@ def dft_raman(structure: orm.StructureData, phonons: orm.ArrayData, configuratio
                          'displaced configurations: the finite differences need every one')
     attributes = configurations.base.attributes
     displacements = list(zip(attributes.get('atoms'), np.asarray(attributes.get('directions'), dtype=float)))
-    step = configurations.base.attributes.get('step_bohr')
+    step = attributes.get('step_bohr')
     dchi = fd.dchi_dtau_from_finite_differences(cell_bohr, positions_bohr, numbers, displacements,
                                                 epsilons[0::2], epsilons[1::2], step)
     polarizations = displaced.get_array('polarization')[order]
@@ -230,8 +225,8 @@ def dft_raman(structure: orm.StructureData, phonons: orm.ArrayData, configuratio
     symmetrize = _symmetrizers(cell_bohr, positions_bohr, numbers)
     epsilon = symmetrize['epsilon'](phonons.get_array('dielectric_tensor'))
     charges = symmetrize['born_charges'](phonons.get_array('born_charges'))
-    values = _settings(settings, phonons)
-    central = _analysis(phonons, epsilon, charges, dchi, values)
+    values = _settings(settings, phonons, structure)
+    central = _analysis(values, epsilon, charges, dchi)
     arrays = {'epsilon': epsilon, 'born_charges': charges, 'dchi_dtau': dchi, 'grid_cm1': values['grid_cm1'],
               'born_charges_berry_fd': charges_fd}
     arrays.update({name: central[name] for name in ANALYSIS_ARRAYS})
