@@ -94,6 +94,10 @@ def launch(system: str, argv=None):
     parser = argparse.ArgumentParser(description=f'Active-learning campaign: {system}')
     parser.add_argument('--protocol', default='fast', help='ABINIT protocol of the labels (test, fast, moderate, precise)')
     parser.add_argument('--budget', type=int, default=None, help=f'DFT labels in all (default {CAMPAIGNS[system]["budget"]})')
+    parser.add_argument('--batch-size', type=int, default=None,
+                        help=f'labels picked per round (default {CAMPAIGNS[system]["batch_size"]})')
+    parser.add_argument('--initial', type=int, default=None,
+                        help=f'size of the initial sample (default {CAMPAIGNS[system]["initial"]})')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--code', default='abinit@localhost')
     parser.add_argument('--training-code', default='mlresponse-python@localhost')
@@ -104,7 +108,8 @@ def launch(system: str, argv=None):
         print(f'caching enabled for {", ".join(added)} in this profile (`verdi config show caching.enabled_for`): '
               'a campaign started again reuses finished ABINIT runs and trainings')
     builder = campaign_builder(system, orm.load_code(args.code), orm.load_code(args.training_code),
-                               protocol=args.protocol, budget=args.budget, seed=args.seed)
+                               protocol=args.protocol, budget=args.budget, seed=args.seed, initial=args.initial,
+                               **({'batch_size': args.batch_size} if args.batch_size else {}))
     if args.daemon:
         node = submit(builder)
         print(f'submitted {node.process_label}<{node.pk}>; follow it with `verdi process report {node.pk}` and '
