@@ -2,13 +2,17 @@
 
     python benchmarks/production.py --stack embedded   --jobs 200   # SQLite + ZeroMQ, core.direct on localhost
     python benchmarks/production.py --stack production --jobs 200   # PostgreSQL + RabbitMQ, SLURM (needs root)
+    python benchmarks/production.py --stack hyperqueue --jobs 200   # SQLite + ZeroMQ, HyperQueue task farm
+
+`hyperqueue` needs the aiida-hyperqueue plugin, `hq` on PATH and a running HQ server with one worker holding the
+node's CPUs (`hq server start & hq worker start &`): the embedded profile gets a `localhost-hq` computer on it.
 
 Each stack gets a throw-away AiiDA config folder under --workdir (made with `aiida-mlresponse setup [--production
 --slurm]`, removed afterwards with its database and broker user). N displaced BN cells (test protocol) are submitted
 as N `AbinitResponseCalculation`s in one go; the poller counts them until every one is terminated (or nothing has
 moved for --stall seconds: those left are `stuck`). Then the same inputs (each CalcJob's `aiida.abi` and pseudo
 folder) run again as bare ABINIT from a plain shell loop (`xargs -P`) with the same concurrency: all N at once on
-core.direct (which starts every job it is given), the node's CPUs on SLURM (one serial job per core). The ratio
+core.direct (which starts every job it is given), the node's CPUs on SLURM and HyperQueue (one serial job per core). The ratio
 campaign wall / bare wall is AiiDA's overhead. Results are merged into benchmarks/results/production.json under
 `load.<stack>` (with --results; a small-N run from the tests writes nowhere else).
 """
@@ -28,7 +32,9 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BIN = pathlib.Path(sys.executable).parent
 RESULTS = REPO / 'benchmarks' / 'results' / 'production.json'
-COMPUTERS = {'embedded': 'localhost', 'production': 'localhost-slurm'}
+COMPUTERS = {'embedded': 'localhost', 'production': 'localhost-slurm', 'hyperqueue': 'localhost-hq'}
+STACKS = {'embedded': 'SQLite + ZeroMQ (embedded), core.direct', 'production': 'PostgreSQL + RabbitMQ, core.slurm (one node)',
+          'hyperqueue': 'SQLite + ZeroMQ (embedded), hyperqueue (one worker)'}
 
 
 def run(command, env, timeout=1800) -> str:
@@ -102,13 +108,36 @@ def campaign(profile: str, jobs: int, computer: str, stall: float, seed: int) ->
     }
 
 
+def add_hyperqueue_computer(profile: str):
+    """`localhost-hq`: this machine through the HQ server (`hyperqueue` scheduler, `core.local` transport), with the
+    localhost codes; mirrors `localhost-slurm` (aiida_mlresponse.cli.production)."""
+    import tempfile
+
+    from aiida import load_profile, orm
+
+    load_profile(profile, allow_switch=True)
+    from aiida_mlresponse.cli.setup import ensure_codes, find_executables
+
+    computer = orm.Computer(label=COMPUTERS['hyperqueue'], hostname='localhost', description='this machine through HyperQueue',
+                            transport_type='core.local', scheduler_type='hyperqueue',
+                            workdir=tempfile.gettempdir() + '/aiida_hq').store()
+    computer.configure(use_login_shell=False)  # `hq` and HQ_SERVER_DIR as the daemon has them: a login shell resets PATH
+    computer.set_default_mpiprocs_per_machine(1)
+    computer.set_minimum_job_poll_interval(2.0)  # `hq job list` is cheap
+    ensure_codes(computer, find_executables())
+
+
 # --- the driver ---
 
 def make_profile(stack: str, root: pathlib.Path, jobs: int) -> tuple[str, dict]:
     env = dict(os.environ, AIIDA_PATH=str(root), PATH=f'{BIN}:{os.environ["PATH"]}')
-    if stack == 'embedded':
+    if stack in ('embedded', 'hyperqueue'):
+        if stack == 'hyperqueue':
+            run(['hq', 'job', 'list', '--output-mode=json'], env)  # fail early: no `hq` or no server
         run([BIN / 'aiida-mlresponse', 'setup'], env)
         name = 'mlresponse'
+        if stack == 'hyperqueue':
+            run([sys.executable, __file__, 'computer', '--profile', name], env)
     else:
         name = f'bench-{secrets.token_hex(3)}'
         run([BIN / 'aiida-mlresponse', 'setup', '--production', '--slurm', '--profile-name', name], env)
@@ -193,8 +222,7 @@ def benchmark(stack: str, jobs: int, workdir: pathlib.Path, stall: float, seed: 
     result['throughput_jobs_per_minute'] = round(60 * result['finished_ok'] / result['wall_seconds'], 2)
     result['overhead_ratio'] = round(result['wall_seconds'] / bare['wall_seconds'], 2)
     result['daemon_cpu_seconds_per_job'] = round(result['daemon_cpu_seconds'] / jobs, 2)
-    result['stack'] = ('SQLite + ZeroMQ (embedded), core.direct' if stack == 'embedded'
-                       else 'PostgreSQL + RabbitMQ, core.slurm (one node)')
+    result['stack'] = STACKS[stack]
     result['cpus'] = os.cpu_count()
     result['load_average_before'], result['load_average_after'] = round(load_before, 2), round(os.getloadavg()[0], 2)
     return result
@@ -202,7 +230,7 @@ def benchmark(stack: str, jobs: int, workdir: pathlib.Path, stall: float, seed: 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('mode', nargs='?', default='benchmark', choices=['benchmark', 'campaign'])
+    parser.add_argument('mode', nargs='?', default='benchmark', choices=['benchmark', 'campaign', 'computer'])
     parser.add_argument('--stack', choices=sorted(COMPUTERS), default='embedded')
     parser.add_argument('--jobs', type=int, default=200)
     parser.add_argument('--workdir', type=pathlib.Path, default=pathlib.Path('/tmp/mlresponse-production-benchmark'),
@@ -215,6 +243,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.mode == 'campaign':
         print(json.dumps(campaign(args.profile, args.jobs, args.computer, args.stall, args.seed)))
+        return
+    if args.mode == 'computer':
+        add_hyperqueue_computer(args.profile)
         return
     result = benchmark(args.stack, args.jobs, args.workdir, args.stall, args.seed)
     print(f'{args.stack}: {result["finished_ok"]}/{args.jobs} finished ok, {result["failed"]} failed, '
