@@ -132,8 +132,6 @@ def add_hyperqueue_computer(profile: str):
 def make_profile(stack: str, root: pathlib.Path, jobs: int) -> tuple[str, dict]:
     env = dict(os.environ, AIIDA_PATH=str(root), PATH=f'{BIN}:{os.environ["PATH"]}')
     if stack in ('embedded', 'hyperqueue'):
-        if stack == 'hyperqueue':
-            run(['hq', 'job', 'list', '--output-mode=json'], env)  # fail early: no `hq` or no server
         run([BIN / 'aiida-mlresponse', 'setup'], env)
         name = 'mlresponse'
         if stack == 'hyperqueue':
@@ -204,6 +202,11 @@ def bare_loop(folders: list[str], concurrency: int) -> dict:
 
 def benchmark(stack: str, jobs: int, workdir: pathlib.Path, stall: float, seed: int) -> dict:
     root = workdir / f'{stack}-{jobs}-{secrets.token_hex(2)}'
+    hq = {}
+    if stack == 'hyperqueue':  # fail early without `hq` or its server; record which `hq` ran the jobs
+        path = dict(os.environ, PATH=f'{BIN}:{os.environ["PATH"]}')
+        run(['hq', 'job', 'list'], path)
+        hq['hq'] = run(['hq', '--version'], path).strip()
     root.mkdir(parents=True)
     load_before = os.getloadavg()[0]  # the machine is shared: say how busy it was
     name, env = make_profile(stack, root / 'config', jobs)
@@ -223,6 +226,7 @@ def benchmark(stack: str, jobs: int, workdir: pathlib.Path, stall: float, seed: 
     result['overhead_ratio'] = round(result['wall_seconds'] / bare['wall_seconds'], 2)
     result['daemon_cpu_seconds_per_job'] = round(result['daemon_cpu_seconds'] / jobs, 2)
     result['stack'] = STACKS[stack]
+    result.update(hq)
     result['cpus'] = os.cpu_count()
     result['load_average_before'], result['load_average_after'] = round(load_before, 2), round(os.getloadavg()[0], 2)
     return result
