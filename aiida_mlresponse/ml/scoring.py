@@ -4,7 +4,8 @@
 column is the dataset column (`data.schema`) the model predicts, so scores, scales and test errors
 compare like with like. Configurations are the arrays `LabelsWorkChain` takes:
 `positions` (N, atoms, 3) Å for a radnet committee (one cell: the model's), `deformations` (N, 6)
-for a PCA-MLP committee.
+for a PCA-MLP committee. `predict_models` does the same for several loaded models at once (a round's P and ε∞
+committees share their density cubes).
 """
 
 from __future__ import annotations
@@ -23,13 +24,8 @@ def predict_columns(kind: str, module, metadata: dict, configurations: dict, wit
         from aiida_mlresponse.ml.radnet.predict import predict_response
 
         positions = np.asarray(configurations['positions'], dtype=float) * ANGSTROM_TO_BOHR
-        out = predict_response(module, metadata, positions, np.asarray(metadata['cell_bohr']),
-                               metadata['atomic_numbers'], with_born_charges)
-        column = 'polarization' if metadata['target'] == 'polarization' else 'dielectric_tensor'
-        result = {column: (out[column], out[f'{column}_spread'])}
-        if 'born_charges' in out:
-            result['born_charges'] = (out['born_charges'], np.zeros_like(out['born_charges']))
-        return result
+        return _radnet_columns(predict_response(module, metadata, positions, np.asarray(metadata['cell_bohr']),
+                                                metadata['atomic_numbers'], with_born_charges))
     if kind == 'pcamlp':
         out = module.predict(np.asarray(configurations['deformations'], dtype=float), fields=False)
         result = {}
@@ -40,6 +36,40 @@ def predict_columns(kind: str, module, metadata: dict, configurations: dict, wit
             result[column] = (mean, spread)
         return result
     raise ValueError(f'no committee predictions for model kind `{kind}`.')
+
+
+def predict_models(models: list, configurations: dict, with_born_charges: bool = False) -> dict:
+    """`predict_columns` of every loaded model, models [(kind, module, metadata)], merged into one dict (Z* from the
+    polarization committees with `with_born_charges`). Radnet committees of one cell scored without Z* share one
+    pass of density cubes (`radnet.predict.predict_responses`): for a pool of 16-atom cells the cubes are most of
+    the cost, so a P and an ε∞ committee cost about one."""
+    predictions, shared = {}, {}
+    for kind, module, metadata in models:
+        born = with_born_charges and metadata.get('target') == 'polarization'
+        if kind == 'radnet_committee' and not born:
+            key = (repr(metadata['cell_bohr']), repr(list(metadata['atomic_numbers'])))
+            shared.setdefault(key, []).append((module, metadata))
+        else:
+            predictions.update(predict_columns(kind, module, metadata, configurations, born))
+    if shared:
+        from aiida_mlresponse.ml.radnet.predict import predict_responses
+
+        positions = np.asarray(configurations['positions'], dtype=float) * ANGSTROM_TO_BOHR
+        for group in shared.values():
+            metadata = group[0][1]
+            for out in predict_responses(group, positions, np.asarray(metadata['cell_bohr']),
+                                         metadata['atomic_numbers']):
+                predictions.update(_radnet_columns(out))
+    return predictions
+
+
+def _radnet_columns(out: dict) -> dict:
+    """{column: (mean, spread)} of a `radnet.predict.predict_response` result."""
+    column = 'polarization' if 'polarization' in out else 'dielectric_tensor'
+    result = {column: (out[column], out[f'{column}_spread'])}
+    if 'born_charges' in out:
+        result['born_charges'] = (out['born_charges'], np.zeros_like(out['born_charges']))
+    return result
 
 
 def errors_against_labels(predictions: dict, labels: dict, scales: dict) -> dict:

@@ -111,7 +111,7 @@ def test_heads_only_committee_skips_the_cnns_and_projects_once(gaas_files):
                 model.output_offset.fill_(1.0)  # a CNN that would add something if its weight were not 0
     cubes = torch.rand(4, 2, 1, 5, 5, 5, generator=generator, dtype=torch.float64)
     positions = torch.rand(4, 2, 3, generator=generator, dtype=torch.float64)
-    assert committee.cnn_off() and committee._shared_polynomial_features(cubes) is not None
+    assert committee.cnn_off() and committee.shared_polynomial() is not None
     with torch.no_grad():
         mean, members = committee.mean_and_members(cubes, positions)
         slow_members = torch.stack([m(cubes, positions) for m in committee.members])
@@ -123,7 +123,7 @@ def test_heads_only_committee_skips_the_cnns_and_projects_once(gaas_files):
     with torch.no_grad():
         committee.members[1].residual_weight[0] = 0.5
         committee.members[2].polynomial.projection.mul_(2.0)
-    assert not committee.cnn_off() and committee._shared_polynomial_features(cubes) is None
+    assert not committee.cnn_off() and committee.shared_polynomial() is None
     with torch.no_grad():
         mean, members = committee.mean_and_members(cubes, positions)
     torch.testing.assert_close(members, torch.stack([m(cubes, positions) for m in committee.members]), rtol=0, atol=0)

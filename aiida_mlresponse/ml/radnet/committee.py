@@ -112,14 +112,15 @@ class Committee(nn.Module):
         """The members' predictions (K, B, n_outputs) float64."""
         return self.mean_and_members(cubes, positions)[1]
 
-    def mean_and_members(self, cubes: torch.Tensor, positions: torch.Tensor | None = None):
+    def mean_and_members(self, cubes: torch.Tensor, positions: torch.Tensor | None = None, features=None):
         """(committee mean (B, n_outputs), members' predictions (K, B, n_outputs)), float64, differentiable.
 
         Two shortcuts that change no number: members whose CNN weights are all 0 (committees fitted without CNN)
         skip their CNNs, and cube polynomials that share one projection (`fit.train_committee`'s
-        ``shared_projection``) project the cubes once.
+        ``shared_projection``) project the cubes once; `features`: that projection's features of `cubes`
+        (`shared_polynomial`), when the caller has them already (`predict_pool`: another committee's).
         """
-        central, heads = self._head_values(cubes, positions)
+        central, heads = self._head_values(cubes, positions, features)
         if self.cnn_off():
             corrections, members = None, heads
         else:
@@ -136,21 +137,22 @@ class Committee(nn.Module):
         """True when every member's CNN weight is 0: the CNNs add exactly nothing and are not evaluated."""
         return not any(bool(member.residual_weight.any()) for member in self.members)
 
-    def _shared_polynomial_features(self, cubes: torch.Tensor):
-        """`CubePolynomial.features` once for all the cube polynomials when they share one projection, else None."""
+    def shared_polynomial(self) -> CubePolynomial | None:
+        """The cube polynomial whose `CubePolynomial.features` serve all the committee's cube polynomials, when they
+        share one projection (else None)."""
         polynomials = [m.polynomial for m in [self.central, *self.members] if m is not None and m.polynomial is not None]
-        if len(polynomials) < 2:
+        if not polynomials:
             return None
-        shared = self._cached('shared_projection', polynomials, lambda: all(
-            torch.equal(p.input_mean, polynomials[0].input_mean) and torch.equal(p.input_scale, polynomials[0].input_scale)
-            and torch.equal(p.projection, polynomials[0].projection) for p in polynomials))
-        return polynomials[0].features(cubes) if shared else None
+        shared = self._cached('shared_projection', polynomials,
+                              lambda: all(same_projection(p, polynomials[0]) for p in polynomials))
+        return polynomials[0] if shared else None
 
-    def _head_values(self, cubes, positions):
+    def _head_values(self, cubes, positions, features=None):
         """(the central heads' value (B, n_outputs) or None, the members' heads (K, B, n_outputs)): P(cubes) + T(positions)
         as `heads.evaluate_heads`, the Taylor heads in one stacked evaluation, the polynomial features once if shared."""
         models = ([self.central] if self.central is not None else []) + list(self.members)
-        features = self._shared_polynomial_features(cubes)
+        if features is None and self.shared_polynomial() is not None:
+            features = self.shared_polynomial().features(cubes)
         taylors = None
         if self.members[0].taylor is not None:
             if positions is None:
@@ -171,9 +173,10 @@ class Committee(nn.Module):
         members = torch.stack(values[len(models) - len(self.members):])
         return (values[0] if self.central is not None else None), members
 
-    def predict(self, cubes, positions=None):
-        """(mean, spread): the committee mean and the members' standard deviation (ddof 1), (B, n_outputs) float64."""
-        mean, values = self.mean_and_members(cubes, positions)
+    def predict(self, cubes, positions=None, features=None):
+        """(mean, spread): the committee mean and the members' standard deviation (ddof 1), (B, n_outputs) float64;
+        `features` as in `mean_and_members`."""
+        mean, values = self.mean_and_members(cubes, positions, features)
         spread = values.std(dim=0) if len(self.members) > 1 else torch.zeros_like(values[0])
         return mean, spread
 
@@ -283,20 +286,9 @@ class Committee(nn.Module):
             grad = torch.cat([-grad.sum(dim=1, keepdim=True), grad], dim=1)
         return grad
 
-    def predict_positions(self, positions, cell, numbers, batch_size: int = 64):
-        """Mean and spread (numpy) for configurations (B, N, 3) Bohr of one cell: cubes made here."""
-        atom_cubes = self.atom_cubes()
-        positions = np.asarray(positions, dtype=float).reshape(-1, len(numbers), 3)
-        needs_cubes = not self.cnn_off() or self.members[0].polynomial is not None  # else: Taylor heads only
-        means, spreads = [], []
-        with torch.no_grad():
-            for start in range(0, len(positions), batch_size):
-                chunk = positions[start:start + batch_size]
-                cubes = atom_cubes.batch(chunk, cell, numbers) if needs_cubes else None
-                mean, spread = self.predict(cubes, torch.as_tensor(chunk))
-                means.append(mean.numpy())
-                spreads.append(spread.numpy())
-        return np.concatenate(means), np.concatenate(spreads)
+    def predict_positions(self, positions, cell, numbers, batch_size: int = 128):
+        """Mean and spread (numpy) for configurations (B, N, 3) Bohr of one cell: cubes made here (`predict_pool`)."""
+        return predict_pool([self], positions, cell, numbers, batch_size)[0]
 
     def position_function(self, cell, numbers, reference_positions, member: int | None = None,
                           skin: float = 0.5) -> Callable:
@@ -316,6 +308,12 @@ class Committee(nn.Module):
             return self.mean_and_members(cubes, positions.unsqueeze(0))[0][0]
 
         return function
+
+
+def same_projection(first: CubePolynomial, second: CubePolynomial) -> bool:
+    """Whether two cube polynomials have the same features (standardization and projection)."""
+    return (torch.equal(first.input_mean, second.input_mean) and torch.equal(first.input_scale, second.input_scale)
+            and torch.equal(first.projection, second.projection))
 
 
 class NeighbourCache:
@@ -345,6 +343,58 @@ class NeighbourCache:
             self._entries.pop(next(iter(self._entries)))
         self._entries[key] = (positions.copy(), neighbours)
         return neighbours
+
+
+#: One neighbour list serves a whole pool (`predict_pool`) when no atom is further than POOL_SKIN / 2 Bohr from its
+#: mean position over the pool: displaced copies of one cell (a σ = 0.03 Å pool of 10,000 BN cells reaches 0.3 Bohr).
+POOL_SKIN = 1.0
+
+
+def predict_pool(committees: list, positions, cell, numbers, batch_size: int = 128) -> list:
+    """[(mean, spread)] (numpy, as `Committee.predict`) of each committee for configurations (B, N, 3) Bohr of one
+    cell, the density cubes made once for all the committees that share their density and dtype (P and ε∞).
+
+    The cubes of `batch_size` configurations at a time (`AtomCubes.batch`), from one neighbour list for the whole
+    pool when its atoms stay within POOL_SKIN / 2 of their mean positions (else one list per batch); committees
+    whose heads need no cubes (Taylor heads only, CNNs off) get none.
+    """
+    positions = np.asarray(positions, dtype=float).reshape(-1, len(numbers), 3)
+    out = [None] * len(committees)
+    groups = {}
+    for k, committee in enumerate(committees):
+        key = (repr(sorted(committee.hyperparameters['density'].items())), committee.members[0].dtype)
+        groups.setdefault(key, []).append(k)
+    for indices in groups.values():
+        group = [committees[k] for k in indices]
+        atom_cubes = group[0].atom_cubes()
+        needs_cubes = any(not c.cnn_off() or c.members[0].polynomial is not None for c in group)
+        neighbours = None
+        if needs_cubes and len(positions):
+            mean = positions.mean(axis=0)
+            displacement = np.linalg.norm(positions - mean, axis=-1).max()
+            if 2.0 * displacement <= POOL_SKIN:
+                neighbours = atom_cubes.neighbours(mean, cell, skin=2.0 * displacement)
+        # Committees fitted on the same configurations (P and ε∞) project the cubes on the same principal directions.
+        projections, uses = [], []
+        for committee in group:
+            polynomial = committee.shared_polynomial()
+            same = [k for k, other in enumerate(projections) if polynomial is not None and same_projection(polynomial, other)]
+            if polynomial is not None and not same:
+                projections.append(polynomial)
+            uses.append(None if polynomial is None else (same or [len(projections) - 1])[0])
+        values = [[] for _ in group]
+        with torch.no_grad():
+            for start in range(0, len(positions), batch_size):
+                chunk = positions[start:start + batch_size]
+                cubes = atom_cubes.batch(chunk, cell, numbers, neighbours) if needs_cubes else None
+                features = [polynomial.features(cubes) for polynomial in projections]
+                for value, committee, use in zip(values, group, uses):
+                    value.append([array.numpy() for array in committee.predict(
+                        cubes, torch.as_tensor(chunk), None if use is None else features[use])])
+        for k, value in zip(indices, values):
+            out[k] = tuple(np.concatenate(arrays) for arrays in zip(*value)) if value else (
+                np.zeros((0, committees[k].members[0].n_outputs)),) * 2
+    return out
 
 
 def build(hyperparameters: dict) -> Committee:

@@ -35,6 +35,8 @@ __all__ = ['AtomCubes', 'NeighbourList', 'neighbour_pairs']
 
 #: (centre atom, bin offset, slot) triples per block of `neighbour_pairs` (bounds its memory for large cells).
 _PAIR_BLOCK = 1 << 16  # (measured fastest for a 9826-atom cell: the arrays stay in cache)
+#: (cube, pair) entries per block of `AtomCubes.batch` (measured on 16-atom BN cells, ~190 pairs per cube).
+_CUBE_BLOCK = 1 << 14
 
 
 def neighbour_pairs(positions, cell, cutoff: float):
@@ -190,13 +192,14 @@ class AtomCubes:
     def neighbours(self, positions, cell, skin: float = 0.0) -> NeighbourList:
         """Neighbour list for `positions` (N, 3) or (B, N, 3) (Bohr) valid for displacements up to skin/2.
 
-        For a batch the list is built on the first configuration with the skin enlarged by twice the largest
-        displacement in the batch, so it holds every pair that is inside the cutoff in any configuration.
+        For a batch the list is built on the mean configuration with the skin enlarged by twice the largest
+        displacement from it, so it holds every pair that is inside the cutoff in any configuration.
         """
         positions = _as_numpy(positions)
         if positions.ndim == 3:
-            skin += 2.0 * np.linalg.norm(positions - positions[:1], axis=-1).max()
-            positions = positions[0]
+            mean = positions.mean(axis=0)
+            skin += 2.0 * np.linalg.norm(positions - mean, axis=-1).max()
+            positions = mean
         return NeighbourList.build(positions, _as_numpy(cell), self.cutoff + skin)
 
     # ------------------------------------------------------------------ evaluation
@@ -204,9 +207,16 @@ class AtomCubes:
         """Cubes (N, 1, n, n, n) for one configuration; positions (N, 3) and cell (3, 3) in Bohr."""
         return self.evaluate(positions, cell, numbers, self.neighbours(positions, cell))
 
-    def batch(self, positions, cell, numbers) -> torch.Tensor:
-        """Cubes (B, N, 1, n, n, n) for B configurations (B, N, 3) of one cell, with one neighbour list."""
-        return self.evaluate(positions, cell, numbers, self.neighbours(positions, cell))
+    def batch(self, positions, cell, numbers, neighbours: NeighbourList | None = None) -> torch.Tensor:
+        """Cubes (B, N, 1, n, n, n) for B configurations (B, N, 3) of one cell, with one neighbour list (made here
+        for all of them when not given), evaluated a few configurations at a time: blocks of about
+        `_CUBE_BLOCK` (cube, pair) entries keep their intermediate tensors in the CPU cache (3x faster for a
+        pool of 16-atom cells than one pass over 64 configurations)."""
+        neighbours = neighbours or self.neighbours(positions, cell)
+        positions = self._tensor(positions)
+        step = max(1, _CUBE_BLOCK // neighbours.index.numel())
+        return torch.cat([self.evaluate(positions[first:first + step], cell, numbers, neighbours)
+                          for first in range(0, len(positions), step)])
 
     def evaluate(self, positions, cell, numbers, neighbours: NeighbourList, centres=None) -> torch.Tensor:
         """Cubes from a prepared neighbour list, pure torch (differentiable, usable under torch.func).
@@ -324,7 +334,7 @@ class AtomCubes:
         switch, switch_slope = self._switch_and_slope(vectors)
         charge_mask = charges[index] * mask
         difference = self.offsets - vectors.unsqueeze(-1)
-        gauss = torch.exp(-(difference**2) / (2.0 * self.sigma**2))
+        gauss = self._gaussians(difference, in_place=False)
         return vectors, charge_mask * switch, charge_mask, switch_slope, difference, gauss
 
     def _switch_and_slope(self, vectors: torch.Tensor):
@@ -337,17 +347,30 @@ class AtomCubes:
 
     def _cubes(self, vectors: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Σ_m w_m g(x_a - v_mx) g(x_b - v_my) g(x_c - v_mz) · W_abc, via separable 1-D Gaussians."""
-        gauss = torch.exp(-((self.offsets - vectors.unsqueeze(-1)) ** 2) / (2.0 * self.sigma**2))  # (..., M, 3, n)
-        return self._cubes_from_gaussians(gauss, weights)
+        difference = self.offsets[:, None] - vectors.transpose(-1, -2).contiguous().unsqueeze(-2)  # (..., 3, n, M)
+        gauss = self._gaussians(difference, in_place=not difference.requires_grad)
+        return self._sum_over_pairs(gauss[..., 0, :, :], gauss[..., 1, :, :], gauss[..., 2, :, :], weights)
+
+    def _gaussians(self, difference: torch.Tensor, in_place: bool) -> torch.Tensor:
+        """g = exp(-difference² / 2σ²), `in_place` in `difference` (the largest tensor of a batch of cubes)."""
+        scale = -0.5 / self.sigma**2
+        if in_place:
+            return difference.square_().mul_(scale).exp_()
+        return torch.exp(difference.square().mul(scale))
 
     def _cubes_from_gaussians(self, gauss: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        n = self.n
-        gx = gauss[..., 0, :] * weights.unsqueeze(-1)
-        gy, gz = gauss[..., 1, :], gauss[..., 2, :]
-        plane = (gx.unsqueeze(-1) * gy.unsqueeze(-2)).flatten(-2)  # (..., M, n²)
-        cube = plane.transpose(-1, -2) @ gz  # (..., n², n)
-        return cube.reshape(cube.shape[:-2] + (n, n, n)) * self.window
+        """`_cubes` from the 1-D Gaussians (..., M, 3, n) of `_pair_terms`."""
+        gauss = gauss.movedim(-3, -1).contiguous()  # (..., 3, n, M), laid out as in `_cubes`: the same numbers
+        return self._sum_over_pairs(gauss[..., 0, :, :], gauss[..., 1, :, :], gauss[..., 2, :, :], weights)
 
+    def _sum_over_pairs(self, gx, gy, gz, weights) -> torch.Tensor:
+        """W ⊙ Σ_m w_m gx_m ⊗ gy_m ⊗ gz_m from the 1-D Gaussians (..., n, M) and weights (..., M): one batched
+        matrix product per cube, (n, M) @ (M, n²), the pairs the inner dimension (3-4x faster than
+        (n², M) @ (M, n) on CPU for n = 9)."""
+        n = self.n
+        plane = (gy.unsqueeze(-2) * gz.unsqueeze(-3)).flatten(-3, -2)  # (..., n², M): [b·n + c, m]
+        cube = (gx * weights.unsqueeze(-2)) @ plane.transpose(-1, -2)  # (..., n, n²)
+        return cube.reshape(cube.shape[:-2] + (n, n, n)) * self.window
 
 def _as_numpy(value) -> np.ndarray:
     if isinstance(value, torch.Tensor):

@@ -11,7 +11,7 @@ import torch
 from ...physics.born import impose_acoustic_sum_rule
 from ..common import voigt_to_tensor
 from .calibration import apply_spread_calibration
-from .committee import NeighbourCache
+from .committee import NeighbourCache, predict_pool
 from .derivatives import born_charges, chi_derivatives
 
 
@@ -45,21 +45,33 @@ def predict_response(committee, metadata: dict, positions, cell, numbers, with_b
     autograd path, kept for tests.
     """
     positions = np.asarray(positions, dtype=float).reshape(-1, len(numbers), 3)
-    target = metadata['target']
-    if with_born_charges and target != 'polarization':
+    if with_born_charges and metadata['target'] != 'polarization':
         raise ValueError('Born charges need a polarization model; this model predicts the dielectric tensor.')
+    if not with_born_charges:
+        return predict_responses([(committee, metadata)], positions, cell, numbers)[0]
     with torch_threads(1 if len(numbers) <= SMALL_CELL_ATOMS else None):
-        if not with_born_charges:
-            mean, spread = committee.predict_positions(positions, cell, numbers)
-            spread = apply_spread_calibration(spread, metadata.get('spread_calibration'))
-            if target == 'polarization':
-                return {'polarization': mean, 'polarization_spread': spread}
-            return {'dielectric_tensor': voigt_to_tensor(mean), 'dielectric_tensor_spread': voigt_to_tensor(spread)}
         cache = NeighbourCache()
         each = [predict_structure({'polarization': committee}, configuration, cell, numbers, neighbour_cache=cache)
                 for configuration in positions]
     out = {key: np.stack([one[key] for one in each]) for key in ('polarization', 'polarization_spread', 'born_charges')}
     out['polarization_spread'] = apply_spread_calibration(out['polarization_spread'], metadata.get('spread_calibration'))
+    return out
+
+
+def predict_responses(models: list, positions, cell, numbers) -> list:
+    """`predict_response` without Z* for several committees of one cell, models [(committee, metadata)], on the same
+    configurations (n, N, 3) Bohr: committees with the same density (a P and an ε∞ committee) share one pass of
+    density cubes (`committee.predict_pool`), the cost of scoring a pool. Small cells on one torch thread."""
+    positions = np.asarray(positions, dtype=float).reshape(-1, len(numbers), 3)
+    with torch_threads(1 if len(numbers) <= SMALL_CELL_ATOMS else None):
+        values = predict_pool([committee for committee, _ in models], positions, cell, numbers)
+    out = []
+    for (_, metadata), (mean, spread) in zip(models, values):
+        spread = apply_spread_calibration(spread, metadata.get('spread_calibration'))
+        if metadata['target'] == 'polarization':
+            out.append({'polarization': mean, 'polarization_spread': spread})
+        else:
+            out.append({'dielectric_tensor': voigt_to_tensor(mean), 'dielectric_tensor_spread': voigt_to_tensor(spread)})
     return out
 
 
