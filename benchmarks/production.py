@@ -188,7 +188,7 @@ def bare_loop(folders: list[str], concurrency: int) -> dict:
 
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.time()
-    subprocess.run(['xargs', '-0', '-P', str(concurrency), '-n', '1', 'sh', '-c',
+    subprocess.run(['xargs', '-0', '-r', '-P', str(concurrency), '-n', '1', 'sh', '-c',
                     f'cd "$1" && "{abinit}" aiida.abi > aiida.log 2>&1', 'sh'],
                    input='\0'.join(folders), text=True, check=False)
     wall = time.time() - began
