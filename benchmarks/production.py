@@ -223,7 +223,7 @@ def benchmark(stack: str, jobs: int, workdir: pathlib.Path, stall: float, seed: 
     bare = bare_loop(folders, jobs if stack == 'embedded' else (os.cpu_count() or 1))
     result['bare'] = bare
     result['throughput_jobs_per_minute'] = round(60 * result['finished_ok'] / result['wall_seconds'], 2)
-    result['overhead_ratio'] = round(result['wall_seconds'] / bare['wall_seconds'], 2)
+    result['overhead_ratio'] = round(result['wall_seconds'] / bare['wall_seconds'], 2) if bare['completed'] else None
     result['daemon_cpu_seconds_per_job'] = round(result['daemon_cpu_seconds'] / jobs, 2)
     result['stack'] = STACKS[stack]
     result.update(hq)
