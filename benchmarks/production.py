@@ -8,7 +8,7 @@
 node's CPUs (`hq server start & hq worker start &`): the embedded profile gets a `localhost-hq` computer on it.
 
 Each stack gets a throw-away AiiDA config folder under --workdir (made with `aiida-mlresponse setup [--production
---slurm]`, removed afterwards with its database and broker user). N displaced BN cells (test protocol) are submitted
+--slurm]`, removed afterwards with its database and broker user). N displaced BN cells (--protocol, default test) are submitted
 as N `AbinitResponseCalculation`s in one go; the poller counts them until every one is terminated (or nothing has
 moved for --stall seconds: those left are `stuck`). Then the same inputs (each CalcJob's `aiida.abi` and pseudo
 folder) run again as bare ABINIT from a plain shell loop (`xargs -P`) with the same concurrency: all N at once on
@@ -53,7 +53,7 @@ def merge_results(path: pathlib.Path, section: str, key: str, value: dict):
 
 # --- inside the profile (a child process with AIIDA_PATH set) ---
 
-def campaign(profile: str, jobs: int, computer: str, stall: float, seed: int) -> dict:
+def campaign(profile: str, jobs: int, computer: str, stall: float, seed: int, protocol: str = 'test') -> dict:
     """Submit `jobs` ABINIT CalcJobs at once and poll them until all are terminated or nothing moves for `stall` s."""
     from aiida import load_profile, orm
     from aiida.engine import submit
@@ -69,7 +69,7 @@ def campaign(profile: str, jobs: int, computer: str, stall: float, seed: int) ->
     code = orm.load_code(f'abinit@{computer}')
     reference = structure_from_arrays(*bn_cubic())
     configurations = sample_displacement_configurations(reference, orm.Float(0.01), orm.Int(jobs), orm.Int(seed))
-    builders = [AbinitResponseBaseWorkChain.get_builder_from_protocol(code, structure, protocol='test').abinit
+    builders = [AbinitResponseBaseWorkChain.get_builder_from_protocol(code, structure, protocol=protocol).abinit
                 for structure in configuration_structures('response', configurations, reference)]
     began = time.time()
     pks = [submit(AbinitResponseCalculation, **builder._inputs(prune=True)).pk for builder in builders]
@@ -200,7 +200,7 @@ def bare_loop(folders: list[str], concurrency: int) -> dict:
             'abinit_cpu_seconds_per_job': round(cpu / max(len(folders), 1), 2)}
 
 
-def benchmark(stack: str, jobs: int, workdir: pathlib.Path, stall: float, seed: int) -> dict:
+def benchmark(stack: str, jobs: int, workdir: pathlib.Path, stall: float, seed: int, protocol: str = 'test') -> dict:
     root = workdir / f'{stack}-{jobs}-{secrets.token_hex(2)}'
     hq = {}
     if stack == 'hyperqueue':  # fail early without `hq` or its server; record which `hq` ran the jobs
@@ -213,7 +213,7 @@ def benchmark(stack: str, jobs: int, workdir: pathlib.Path, stall: float, seed: 
     try:
         run([BIN / 'verdi', '-p', name, 'daemon', 'start', '1'], env, timeout=300)
         out = run([sys.executable, __file__, 'campaign', '--profile', name, '--jobs', str(jobs),
-                   '--computer', COMPUTERS[stack], '--stall', str(stall), '--seed', str(seed)], env, timeout=24 * 3600)
+                   '--computer', COMPUTERS[stack], '--stall', str(stall), '--seed', str(seed), '--protocol', protocol], env, timeout=24 * 3600)
         result = json.loads(out.strip().splitlines()[-1])
         result['daemon_cpu_seconds'] = round(daemon_cpu_seconds(root / 'config' / '.aiida', name), 1)
         # the work folders may live in the config folder (presto's localhost): copy the inputs out first
@@ -226,6 +226,7 @@ def benchmark(stack: str, jobs: int, workdir: pathlib.Path, stall: float, seed: 
     result['overhead_ratio'] = round(result['wall_seconds'] / bare['wall_seconds'], 2) if bare['completed'] else None
     result['daemon_cpu_seconds_per_job'] = round(result['daemon_cpu_seconds'] / jobs, 2)
     result['stack'] = STACKS[stack]
+    result['protocol'] = protocol
     result.update(hq)
     result['cpus'] = os.cpu_count()
     result['load_average_before'], result['load_average_after'] = round(load_before, 2), round(os.getloadavg()[0], 2)
@@ -241,17 +242,18 @@ def main(argv=None):
                         help='profiles, scratch and the bare runs go here (removed afterwards, but the bare runs)')
     parser.add_argument('--stall', type=float, default=900.0, help='seconds with no CalcJob terminating that count as stuck')
     parser.add_argument('--seed', type=int, default=1)
+    parser.add_argument('--protocol', default='test', help='ABINIT protocol of the N labels (results key `<stack>_<protocol>` unless test)')
     parser.add_argument('--results', type=pathlib.Path, help=f'merge the result into this JSON file (e.g. {RESULTS.relative_to(REPO)})')
     parser.add_argument('--profile', help=argparse.SUPPRESS)
     parser.add_argument('--computer', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.mode == 'campaign':
-        print(json.dumps(campaign(args.profile, args.jobs, args.computer, args.stall, args.seed)))
+        print(json.dumps(campaign(args.profile, args.jobs, args.computer, args.stall, args.seed, args.protocol)))
         return
     if args.mode == 'computer':
         add_hyperqueue_computer(args.profile)
         return
-    result = benchmark(args.stack, args.jobs, args.workdir, args.stall, args.seed)
+    result = benchmark(args.stack, args.jobs, args.workdir, args.stall, args.seed, args.protocol)
     print(f'{args.stack}: {result["finished_ok"]}/{args.jobs} finished ok, {result["failed"]} failed, '
           f'{result["excepted_or_killed"]} excepted/killed, {result["stuck"]} stuck, {result["lost"]} lost; '
           f'campaign {result["wall_seconds"]} s ({result["throughput_jobs_per_minute"]} jobs/min), '
@@ -259,7 +261,7 @@ def main(argv=None):
           f'overhead {result["overhead_ratio"]}; daemon CPU {result["daemon_cpu_seconds_per_job"]} s per job')
     print(json.dumps(result))
     if args.results:
-        merge_results(args.results, 'load', args.stack, result)
+        merge_results(args.results, 'load', args.stack if args.protocol == 'test' else f'{args.stack}_{args.protocol}', result)
 
 
 if __name__ == '__main__':
