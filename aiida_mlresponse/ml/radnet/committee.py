@@ -2,7 +2,8 @@
 
 `Committee` holds the members (each a `network.RadNet` with its own frozen heads and CNN) and, when the
 members have heads, the committee's own `CentralHeads`; the recipe that fits them is `fit.fit_committee`.
-`NeighbourCache` keeps neighbour lists for displaced copies of one cell.
+`NeighbourCache` keeps neighbour lists for displaced copies of one cell; `predict_pool` scores many configurations of
+one cell with several committees (an active-learning pool) on one pass of density cubes.
 
 The committee is one `torch.nn.Module` whose state is tensors and whose ``hyperparameters`` are JSON-able,
 saved with `ml.checkpoint.save`.
