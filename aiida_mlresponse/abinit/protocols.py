@@ -7,7 +7,8 @@ Schema (each key of an entry fills the work-chain input of the same name):
       <name>:
         description: <text>
         pseudo_family: <label of an installed aiida-pseudo family>
-        kpoints: {mesh: [n1, n2, n3] | distance: <1/Å>, shifts: gamma | fcc4 | [[s1, s2, s3], ...]}
+        kpoints: {mesh: [n1, n2, n3] | distance: <1/Å>, shifts: gamma | fcc4 | [[s1, s2, s3], ...],
+                  polarization_mesh_factor: <int>}   # response only: P also on a f x denser mesh, extrapolated
         parameters: {<ABINIT variable>: <value>, ...}
         options: {<metadata.options of the CalcJob>: ...}
         max_iterations: <int>          # of the restart work chain
@@ -34,7 +35,7 @@ RESPONSE_PROTOCOLS = PROTOCOL_DIR / 'response.yaml'
 MG_PROTOCOLS = PROTOCOL_DIR / 'mg.yaml'
 
 INPUT_KEYS = ('pseudo_family', 'kpoints', 'parameters', 'options', 'max_iterations', 'clean_workdir')
-KPOINT_KEYS = ('mesh', 'distance', 'shifts')
+KPOINT_KEYS = ('mesh', 'distance', 'shifts', 'polarization_mesh_factor')
 FCC_SHIFTS = [[0.5, 0.5, 0.5], [0.5, 0.0, 0.0], [0.0, 0.5, 0.0], [0.0, 0.0, 0.5]]  # ABINIT's fcc four-shift set
 
 
@@ -158,4 +159,9 @@ def kpoints_from_protocol(structure, spec: Mapping):
     else:
         raise ProtocolError('a protocol `kpoints` entry needs `mesh` or `distance`.')
     settings = {'kpoint_shifts': shift_list} if len(shift_list) > 1 else {}
+    factor = spec.get('polarization_mesh_factor', 1)
+    if not isinstance(factor, int) or isinstance(factor, bool) or factor < 1:
+        raise ProtocolError(f'k-point `polarization_mesh_factor` must be a positive integer, got {factor!r}.')
+    if factor > 1:
+        settings['polarization_mesh_factor'] = factor
     return kpoints, settings

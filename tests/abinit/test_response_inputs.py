@@ -185,3 +185,28 @@ def test_builder_from_protocol_and_overrides(abinit_code, bn_structure, gaas_str
         assert gaas.abinit.pseudos['Ga'].md5 == family.get_pseudo('Ga').md5
     fast = Work.get_builder_from_protocol(abinit_code, gaas_structure, protocol='fast')
     assert fast.abinit.settings['kpoint_shifts'] == FCC_SHIFTS
+
+
+def test_polarization_mesh_factor_adds_a_dense_berry_phase_dataset(abinit_code, bn_structure, pseudo_families):
+    """`kpoints.polarization_mesh_factor` in a protocol (or its overrides) becomes DS5: the Berry phase non-SCF
+    from the DS1 density on the f x denser mesh; an invalid factor is refused before any run."""
+    builder = Work.get_builder_from_protocol(abinit_code, bn_structure, protocol='test',
+                                             overrides={'kpoints': {'polarization_mesh_factor': 2}})
+    assert builder.abinit.settings['polarization_mesh_factor'] == 2
+    inputs = dict(builder.abinit)
+    inputs['metadata'] = {**inputs['metadata'], 'dry_run': True, 'store_provenance': False}
+    _, node = run_get_node(AbinitResponseCalculation, **inputs)
+    import pathlib
+
+    text = (pathlib.Path(node.dry_run_info['folder']) / 'aiida.abi').read_text()
+    variables = {line.split()[0]: line.split(maxsplit=1)[1] for line in text.splitlines()}
+    assert variables['ndtset'] == '5' and variables['jdtset'] == '1 2 3 4 5'
+    assert variables['ngkpt'] == '2 2 2' and variables['ngkpt5'] == '4 4 4'
+    assert variables['iscf5'] == '-2' and variables['getden5'] == '1' and variables['berryopt5'] == '-1'
+    assert variables['berryopt1'] == '-1' and 'tolwfr5' in variables
+    with pytest.raises(ProtocolError, match='polarization_mesh_factor'):
+        Work.get_builder_from_protocol(abinit_code, bn_structure, protocol='test',
+                                       overrides={'kpoints': {'polarization_mesh_factor': 0}})
+    inputs['settings'] = orm.Dict({'kpoint_shifts': FCC_SHIFTS, 'polarization_mesh_factor': 1.5})
+    with pytest.raises(ValueError, match='polarization_mesh_factor'):
+        run_get_node(AbinitResponseCalculation, **inputs)

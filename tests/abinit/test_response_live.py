@@ -113,3 +113,23 @@ def test_gap_check_at_gamma(abinit_code, pseudo_families, lattice):
     else:
         assert node.is_finished_ok, node.exit_message
         assert params['direct_gap_gamma'] > 0.5 and params['band_gap'] == pytest.approx(params['direct_gap_gamma'])
+
+
+def test_polarization_extrapolated_from_two_meshes(abinit_code, bn_structure, pseudo_families):
+    """With `polarization_mesh_factor` 2 the run keeps the Berry phase of its own mesh and of the twice denser one
+    (non-SCF), and P is their extrapolation to a dense mesh (P∞ = P(2N) + (P(2N) - P(N)) / 3)."""
+    from aiida_mlresponse.abinit.calculations.response import AbinitResponseCalculation
+    from aiida_mlresponse.physics.polarization import fix_branch
+    from aiida_mlresponse.physics.units import ANGSTROM_TO_BOHR
+
+    structure = _displaced(bn_structure, [0.02, 0.0, 0.0])
+    builder = AbinitResponseBaseWorkChain.get_builder_from_protocol(
+        abinit_code, structure, protocol='test', overrides={'kpoints': {'polarization_mesh_factor': 2}})
+    results, node = run_get_node(AbinitResponseCalculation, **dict(builder.abinit))
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    arrays = results['output_arrays']
+    coarse, dense = arrays.get_array('polarization_scf_mesh'), arrays.get_array('polarization_dense_mesh')
+    cell = np.array(structure.cell) * ANGSTROM_TO_BOHR
+    step = fix_branch(dense, coarse, cell) - coarse
+    assert 1e-7 < np.abs(step).max() < 1e-2  # the meshes differ, by much less than a quantum
+    np.testing.assert_allclose(arrays.get_array('polarization_as_printed'), dense + step / 3, atol=1e-14)

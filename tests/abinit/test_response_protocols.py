@@ -75,7 +75,7 @@ def test_bad_protocol_files(tmp_path):
     ({'metadata': {'options': {}}}, 'metadata'),
 ])
 def test_unknown_override_key_refused_naming_the_known_ones(generic, overrides, unknown):
-    known = 'mesh, distance, shifts' if unknown == 'meshes' else (
+    known = 'mesh, distance, shifts, polarization_mesh_factor' if unknown == 'meshes' else (
         'pseudo_family, kpoints, parameters, options, max_iterations, clean_workdir')
     with pytest.raises(ProtocolError, match=rf"unknown key\(s\) \['{unknown}'\]; the known keys are {known}\."):
         get_protocol_inputs(generic, 'quick', overrides=overrides)

@@ -37,7 +37,8 @@ from aiida_mlresponse.abinit.inputs import AbinitInputError, base_name
 
 RESPONSE_DEFAULTS = {'polarization': True, 'dielectric': True, 'phonons': False}
 # Default tolerance of each dataset, used when `parameters` sets none for it.
-DEFAULT_TOLERANCES = {1: ('tolvrs', 1.0e-12), 2: ('tolwfr', 1.0e-16), 3: ('tolvrs', 1.0e-8), 4: ('tolwfr', 1.0e-12)}
+DEFAULT_TOLERANCES = {1: ('tolvrs', 1.0e-12), 2: ('tolwfr', 1.0e-16), 3: ('tolvrs', 1.0e-8), 4: ('tolwfr', 1.0e-12),
+                      5: ('tolwfr', 1.0e-14)}
 # The gap check's k-points (reduced): Γ and the seven other time-reversal-invariant points (half reciprocal
 # vectors), where band extrema of any cell sit by symmetry; in the fcc primitive cell: Γ, the four L and the
 # three X points. The ground-state grids of the protocols (fcc four-shift) contain none of them, and a band
@@ -79,15 +80,19 @@ def response_switches(response) -> dict:
     return values
 
 
-def dataset_variables(switches: dict, natom: int, nocc: int, nband_ground_state: int, parameters: dict) -> dict:
+def dataset_variables(switches: dict, natom: int, nocc: int, nband_ground_state: int, parameters: dict,
+                      polarization_mesh: list[int] | None = None) -> dict:
     """The per-dataset variables: DS1 ground state (+ Berry phase), DS2 ddk, DS3 E-field/phonons at Γ, DS4 bands
-    at `GAP_KPOINTS` from the DS1 density (non-SCF, for the gap check)."""
+    at `GAP_KPOINTS` from the DS1 density (non-SCF, for the gap check), and with `polarization_mesh` DS5: the Berry
+    phase again, non-SCF from the DS1 density on that denser mesh (same shifts), for `extrapolate_k_mesh`."""
     datasets = [1]
     if switches['dielectric']:
         datasets.append(2)
     if switches['dielectric'] or switches['phonons']:
         datasets.append(3)
     datasets.append(4)
+    if switches['polarization'] and polarization_mesh is not None:
+        datasets.append(5)
     variables = {
         'ndtset': len(datasets), 'jdtset': datasets, 'kptopt': 2, 'nband': nocc, 'nband1': nband_ground_state,
         'nband4': nband_ground_state, 'getden4': 1, 'iscf4': -2, 'kptopt4': 0, 'nkpt4': len(GAP_KPOINTS),
@@ -95,6 +100,8 @@ def dataset_variables(switches: dict, natom: int, nocc: int, nband_ground_state:
     }
     if switches['polarization']:
         variables.update({'berryopt1': -1, 'rfdir1': [1, 1, 1]})
+    if 5 in datasets:
+        variables.update({'getden5': 1, 'iscf5': -2, 'berryopt5': -1, 'rfdir5': [1, 1, 1], 'ngkpt5': list(polarization_mesh)})
     if 2 in datasets:
         variables.update({
             'getwfk2': 1, 'rfddk2': 1, 'rfelfd2': 2, 'rfdir2': [1, 1, 1], 'iscf2': -3, 'nqpt2': 1, 'qpt2': [0.0, 0.0, 0.0],
@@ -138,13 +145,14 @@ class AbinitResponseCalculation(AbinitCalculation):
 
     _PARSER_NAME = 'mlresponse.abinit.response'
     _PSEUDO_TYPE = Psp8Data  # the valence charge is read from the psp8 header
-    _SETTINGS_KEYS = frozenset({'kpoint_shifts', 'extra_bands'})
+    _SETTINGS_KEYS = frozenset({'kpoint_shifts', 'extra_bands', 'polarization_mesh_factor'})
     GSR_FILE = f'{PREFIX}_DS1_GSR.nc'
     GAP_GSR_FILE = f'{PREFIX}_DS4_GSR.nc'
+    DENSE_GSR_FILE = f'{PREFIX}_DS5_GSR.nc'
     DDB_NC_FILE = f'{PREFIX}_DS3_DDB.nc'
     DDB_FILE = f'{PREFIX}_DS3_DDB'
     OUT_NC_FILE = f'{PREFIX}_OUT.nc'
-    _RETRIEVE_TEMPORARY_FILES = (GSR_FILE, GAP_GSR_FILE, DDB_NC_FILE, DDB_FILE, OUT_NC_FILE)
+    _RETRIEVE_TEMPORARY_FILES = (GSR_FILE, GAP_GSR_FILE, DENSE_GSR_FILE, DDB_NC_FILE, DDB_FILE, OUT_NC_FILE)
 
     @classmethod
     def define(cls, spec):
@@ -155,7 +163,7 @@ class AbinitResponseCalculation(AbinitCalculation):
                    validator=validate_reference_polarization,
                    help='Array `polarization` (3,) e/Bohr^2 of the reference structure, to fix the branch of P.')
         spec.inputs['parameters'].help = ('ABINIT variables; dataset 1 ground state, 2 ddk, 3 response at Γ, '
-                                          '4 bands at the gap k-points.')
+                                          '4 bands at the gap k-points, 5 Berry phase on the denser mesh (settings.polarization_mesh_factor).')
         spec.output('output_parameters', valid_type=orm.Dict,
                     help='Scalars with `*_units` keys: energies, gap, volume, electrons, polarization.')
         spec.output('output_arrays', valid_type=orm.ArrayData,
@@ -178,7 +186,7 @@ class AbinitResponseCalculation(AbinitCalculation):
             if tol in names:
                 return (
                     f'give `{tol}` with a dataset number ({tol}1 ground state, {tol}2 ddk, {tol}3 response, '
-                    f'{tol}4 gap bands): one tolerance cannot suit every dataset.'
+                    f'{tol}4 gap bands, {tol}5 dense-mesh Berry phase): one tolerance cannot suit every dataset.'
                 )
         if 'ecut' not in names:
             return '`parameters` must set `ecut` (Ha).'
@@ -191,6 +199,9 @@ class AbinitResponseCalculation(AbinitCalculation):
         extra = value.get_dict().get('extra_bands', 2)
         if not isinstance(extra, int) or isinstance(extra, bool) or extra < 1:
             return f'`settings.extra_bands` must be a positive integer (it gives the gap), got {extra!r}.'
+        factor = value.get_dict().get('polarization_mesh_factor', 1)
+        if not isinstance(factor, int) or isinstance(factor, bool) or factor < 1:
+            return f'`settings.polarization_mesh_factor` must be a positive integer, got {factor!r}.'
 
     @classmethod
     def validate_inputs(cls, inputs, ctx=None):
@@ -224,6 +235,8 @@ class AbinitResponseCalculation(AbinitCalculation):
         variables.update(self.pseudo_variables())
         variables['iomode'] = 3  # netCDF outputs
         variables['occopt'] = 1  # insulator: response at Γ of doubly occupied bands
-        variables.update(dataset_variables(switches, len(sites), nocc, nband_gs, parameters))
+        factor = self.settings.get('polarization_mesh_factor', 1)
+        dense = [factor * n for n in variables['ngkpt']] if factor > 1 else None
+        variables.update(dataset_variables(switches, len(sites), nocc, nband_gs, parameters, dense))
         variables.update(parameters)
         return variables

@@ -13,7 +13,10 @@ Outputs
         abinit_warnings (number of scprqt nstep warnings), each quantity with a `<name>_units` key.
     output_arrays (ArrayData), units in the attributes `<array>_units`:
         polarization (3,) e/Bohr^2, Cartesian, branch fixed against `reference_polarization` if given,
-            otherwise as ABINIT folds it (total Berry phase in [-1, 1]); `polarization_as_printed` (3,)
+            otherwise as ABINIT folds it (total Berry phase in [-1, 1]); `polarization_as_printed` (3,);
+            with `settings.polarization_mesh_factor` f > 1 the Berry phase of the ground-state mesh and of the
+            f x denser one (`polarization_scf_mesh`, `polarization_dense_mesh`, as printed) extrapolated to an
+            infinitely dense mesh (`physics.polarization.extrapolate_k_mesh`)
         dielectric_tensor (3, 3) ε∞ (dimensionless)
         born_charges (natom, 3, 3) Z*_κ,αβ = Ω ∂P_α/∂τ_κβ (α field, β displacement), acoustic sum rule
             imposed (mean subtracted); born_charges_raw as ABINIT computed them
@@ -41,7 +44,7 @@ from aiida_mlresponse.physics.born import (
     born_charges_from_reduced, dielectric_from_reduced, force_constants_from_reduced, impose_acoustic_sum_rule,
     polarization_from_phases,
 )
-from aiida_mlresponse.physics.polarization import fix_branch
+from aiida_mlresponse.physics.polarization import extrapolate_k_mesh, fix_branch
 from aiida_mlresponse.physics.units import HARTREE_TO_EV
 
 # Below this gap (eV) the protocols' k-grids cannot converge ε∞ (it diverges as the gap closes). LDA large-core
@@ -86,6 +89,9 @@ class AbinitResponseParser(AbinitParser):
     def _switches(self) -> dict:
         return response_switches(self.node.inputs.response if 'response' in self.node.inputs else None)
 
+    def _settings(self) -> dict:
+        return self.node.inputs.settings.get_dict() if 'settings' in self.node.inputs else {}
+
     def _parse_netcdf(self, folder, switches):
         if folder is None:
             raise FileNotFoundError(2, 'no temporary retrieved folder', Calc.GSR_FILE)
@@ -110,8 +116,13 @@ class AbinitResponseParser(AbinitParser):
         arrays = {'forces': (gsr['forces'], 'Ha/Bohr'), 'stress': (gsr['stress'], 'Ha/Bohr^3')}
 
         if switches['polarization']:
-            phases = gsr['reduced_electronic_polarization'] + gsr['reduced_ionic_polarization']
-            printed = polarization_from_phases(phases, cell)
+            printed = _polarization(gsr)
+            factor = self._settings().get('polarization_mesh_factor', 1)
+            if factor > 1:  # P on this mesh and on the f x denser one (DS5), extrapolated to a dense mesh
+                dense = _polarization(read_gsr(_existing(folder / Calc.DENSE_GSR_FILE)))
+                arrays['polarization_scf_mesh'] = (printed, 'e/Bohr^2')
+                arrays['polarization_dense_mesh'] = (dense, 'e/Bohr^2')
+                printed = extrapolate_k_mesh(printed, dense, factor, cell)
             reference = self.node.inputs.reference_polarization if 'reference_polarization' in self.node.inputs else None
             if reference is not None:
                 fixed = fix_branch(printed, reference.get_array('polarization'), cell)
@@ -197,3 +208,9 @@ def _existing(path: pathlib.Path) -> pathlib.Path:
     if not path.is_file():
         raise FileNotFoundError(2, 'missing', path.name)
     return path
+
+
+def _polarization(gsr: dict) -> np.ndarray:
+    """Cartesian P (e/Bohr²) of a GSR file's Berry phases, folded as ABINIT prints them."""
+    return polarization_from_phases(gsr['reduced_electronic_polarization'] + gsr['reduced_ionic_polarization'],
+                                    gsr['cell'])
