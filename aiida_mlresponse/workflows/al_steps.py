@@ -14,7 +14,7 @@ import numpy as np
 from aiida import orm
 from aiida.engine import calcfunction
 
-from aiida_mlresponse.ml.scoring import errors_against_labels, predict_columns
+from aiida_mlresponse.ml.scoring import errors_against_labels, predict_models
 from aiida_mlresponse.physics.strain import REFERENCE_DEFORMATION
 from aiida_mlresponse.sampling import acquisition as acq
 
@@ -36,15 +36,6 @@ def _load(models: dict) -> list:
         module, payload = model.load()
         loaded.append((model.kind, module, payload['metadata']))
     return loaded
-
-
-def _predict(loaded: list, configurations: dict, with_born_charges: bool = False) -> dict:
-    predictions = {}
-    for kind, module, metadata in loaded:
-        predictions.update(predict_columns(kind, module, metadata, configurations,
-                                           with_born_charges and metadata.get('target') == 'polarization'))
-    return predictions
-
 
 
 def _scales(dataset, predictions: dict) -> dict:
@@ -85,7 +76,7 @@ def score_pool(pool: orm.ArrayData, dataset, settings: orm.Dict, **inputs):
     kind = options['kind']
     models = _load({key: node for key, node in inputs.items() if key.startswith('model_')})
     configurations = _configurations(pool)
-    predictions = _predict(models, configurations)
+    predictions = predict_models(models, configurations)
     scales = _scales(dataset, predictions)
     spreads = {c: spread for c, (_, spread) in predictions.items()}
     calibration = None
@@ -104,7 +95,7 @@ def score_pool(pool: orm.ArrayData, dataset, settings: orm.Dict, **inputs):
         p_models = [loaded for loaded in models if loaded[2].get('target') == 'polarization']
         if p_models:
             def shortlist_check(rows):
-                z = _predict(p_models, {'positions': configurations['positions'][rows]}, with_born_charges=True)['born_charges'][0]
+                z = predict_models(p_models, {'positions': configurations['positions'][rows]}, with_born_charges=True)['born_charges'][0]
                 return acq.physics_rejections(born_charges=z, asr_tolerance=float(options.get('asr_tolerance', 0.1)))
     else:
         from aiida_mlresponse.physics.strain import deformation_to_cell
@@ -161,7 +152,7 @@ def _reference_prediction(kind: str, models: list, reference_positions) -> dict:
     configurations = ({'positions': reference_positions[None]} if kind == 'response'
                       else {'deformations': REFERENCE_DEFORMATION[None]})
     return {column: {'mean': np.asarray(mean[0]).tolist(), 'spread': np.asarray(spread[0]).tolist()}
-            for column, (mean, spread) in _predict(models, configurations).items()}
+            for column, (mean, spread) in predict_models(models, configurations).items()}
 
 
 @calcfunction
@@ -170,7 +161,7 @@ def evaluate_models(test_dataset, **models) -> orm.Dict:
     kind = test_dataset.kind
     column = 'positions' if kind == 'response' else 'deformation'
     key = CONFIGURATION_KEYS[kind]
-    predictions = _predict(_load(models), {key: test_dataset.get_array(column)})
+    predictions = predict_models(_load(models), {key: test_dataset.get_array(column)})
     labels = {c: test_dataset.get_array(c) for c in predictions if c in test_dataset.get_arraynames()}
     scales = {c: 1.0 for c in labels}
     return orm.Dict(errors_against_labels(predictions, labels, scales)['columns'] | {'rows': int(test_dataset.size)})
