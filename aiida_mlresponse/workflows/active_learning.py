@@ -30,6 +30,7 @@ from aiida import orm
 from aiida.engine import WorkChain, calcfunction, if_, while_
 from aiida.plugins import CalculationFactory
 
+from aiida_mlresponse.abinit.protocols import MG_PROTOCOLS, get_protocol_inputs
 from aiida_mlresponse.data.dataset import DatasetData
 from aiida_mlresponse.ml.registry import get_kind
 from aiida_mlresponse.workflows.al_steps import evaluate_models, record_round, score_pool
@@ -244,6 +245,10 @@ class ActiveLearningWorkChain(WorkChain):
             reference = self.inputs.labelling.reference
             settings['reference_positions'] = [site.position for site in reference.sites]
             settings['reference_cell'] = reference.cell
+        else:  # the Mg protocol's fixed FFT grid bounds the cells it can label
+            overrides = self.inputs.labelling.overrides.get_dict() if 'overrides' in self.inputs.labelling else None
+            parameters = get_protocol_inputs(MG_PROTOCOLS, self.inputs.labelling.protocol.value, overrides)['parameters']
+            settings.update({'ngfft': parameters['ngfft'], 'ecut': parameters['ecut']})
         return settings
 
     def _budget_left(self):

@@ -160,7 +160,12 @@ def test_two_round_mg_campaign(abinit_code, pseudo_families, python_code):
     builder.hyperparameters = orm.Dict(TINY_PCAMLP)
     builder.training_code = python_code
     builder.initial = sample_deformation_configurations(orm.Int(5), orm.Int(11), orm.Float(0.03), orm.Float(2.0))
-    builder.pool = sample_deformation_configurations(orm.Int(40), orm.Int(12), orm.Float(0.05), orm.Float(3.0))
+    # the pool also holds two cells too large for the test protocol's fixed FFT grid: rejected, never labelled
+    sampled = sample_deformation_configurations(orm.Int(40), orm.Int(12), orm.Float(0.05), orm.Float(3.0))
+    pool = orm.ArrayData()
+    pool.set_array('deformations', np.concatenate([sampled.get_array('deformations'),
+                                                   [[1.0, 1.3, 1.0, 90.0, 90.0, 90.0], [1.25, 1.0, 1.25, 90.0, 90.0, 90.0]]]))
+    builder.pool = pool
     builder.batch_size = orm.Int(2)
     builder.max_rounds = orm.Int(1)
     builder.trust = orm.Dict({'lo': 1e-9, 'hi': 1e9})
@@ -174,6 +179,8 @@ def test_two_round_mg_campaign(abinit_code, pseudo_families, python_code):
     assert set(decisions['scales']) == {'free_energy', 'R'} and len(decisions['picks']) == 2
     # the picks are the deformations of the pool rows they name
     pool = [n for n in node.called if n.process_label == 'index_pool'][0].outputs.result
+    assert [r['configuration_index'] for r in decisions['rejected']] == pool.get_array('configuration_index')[-2:].tolist()
+    assert all('FFT grid' in r['reasons'][0] for r in decisions['rejected'])
     picked = [p['configuration_index'] for p in decisions['picks']]
     rows = [int(np.flatnonzero(pool.get_array('configuration_index') == i)[0]) for i in picked]
     labelled = dataset.get_array('configuration_index').tolist()
