@@ -98,17 +98,18 @@ def score_pool(pool: orm.ArrayData, dataset, settings: orm.Dict, **inputs):
                 z = predict_models(p_models, {'positions': configurations['positions'][rows]}, with_born_charges=True)['born_charges'][0]
                 return acq.physics_rejections(born_charges=z, asr_tolerance=float(options.get('asr_tolerance', 0.1)))
     else:
-        from aiida_mlresponse.abinit.mg import minimum_ngfft
+        from aiida_mlresponse.abinit.inputs import AbinitInputError
+        from aiida_mlresponse.abinit.mg import validate_grid
         from aiida_mlresponse.physics.strain import deformation_to_cell
 
         cells = deformation_to_cell(configurations['deformations'])
         reasons = acq.physics_rejections(cells=cells)
         if options.get('ngfft'):  # the protocol's FFT grid is fixed (the fields share it): a cell it cannot hold is no label
-            grid = np.asarray(options['ngfft'])
             for row, cell in enumerate(cells):
-                needed = np.ceil(minimum_ngfft(cell, float(options['ecut']))).astype(int)
-                if np.any(grid < needed):
-                    reasons[row].append(f'cell needs an FFT grid of at least {needed.tolist()} > the protocol\'s {grid.tolist()}')
+                try:
+                    validate_grid(options['ngfft'], float(options['ecut']), cell)  # the check the CalcJob makes
+                except AbinitInputError as exc:
+                    reasons[row].append(f'the protocol\'s FFT grid cannot hold this cell: {exc}')
     plan = acq.plan_round(spreads, scales, float(options['lo']), float(options['hi']), int(options['batch']),
                           _descriptors(kind, configurations, reference_positions),
                           np.isin(pool_index, dataset.get_array('configuration_index')), reasons, calibration,
