@@ -33,6 +33,7 @@ from aiida.engine import WorkChain, calcfunction, if_, while_
 from aiida_mlresponse.data.dataset import DatasetData
 from aiida_mlresponse.data.schema import SCHEMAS
 from aiida_mlresponse.workflows import label_rows
+from aiida_mlresponse.workflows.launch import called_by_label, submit_once
 from aiida_mlresponse.workflows.restart import AbinitResponseBaseWorkChain, MgRelaxBaseWorkChain
 
 #: dataset kind -> the restart work chain that labels one configuration of it
@@ -176,7 +177,7 @@ class LabelsWorkChain(WorkChain):
         return self.inputs.kind.value == 'response' and 'reference_arrays' not in self.inputs
 
     def run_reference(self):
-        node = self.submit(self._builder(self.inputs.reference))
+        node = submit_once(self, self._builder(self.inputs.reference), 'reference')
         self.report(f'labelling the reference structure: {node.process_label}<{node.pk}>')
         return self.to_context(reference=node)
 
@@ -228,10 +229,10 @@ class LabelsWorkChain(WorkChain):
         batch, self.ctx.pending = self.ctx.pending[:size], self.ctx.pending[size:]
         extra = {'reference_polarization': self._reference_arrays()} if self.inputs.kind.value == 'response' else None
         warm_starts = self._warm_starts()
+        called = called_by_label(self)  # children launched before a daemon kill are adopted, not launched again
         for position in batch:
             builder = self._builder(self._structure_for(position, warm_starts), extra)
-            builder.metadata.call_link_label = f'label_{self.ctx.indices[position]}'
-            node = self.submit(builder)
+            node = submit_once(self, builder, f'label_{self.ctx.indices[position]}', called)
             node.base.extras.set('configuration_index', self.ctx.indices[position])
             self.to_context(**{f'row_{position}': node})
         self.ctx.batch = batch

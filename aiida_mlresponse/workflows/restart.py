@@ -26,7 +26,7 @@ from collections.abc import Mapping
 import numpy as np
 from aiida import orm
 from aiida.common import AttributeDict
-from aiida.engine import BaseRestartWorkChain, CalcJob, ProcessHandlerReport, process_handler, while_
+from aiida.engine import BaseRestartWorkChain, CalcJob, ProcessHandlerReport, ToContext, append_, process_handler, while_
 
 from aiida_mlresponse.abinit.calculations.base import AbinitCalculation
 from aiida_mlresponse.abinit.calculations.relax import MgRelaxCalculation
@@ -36,6 +36,7 @@ from aiida_mlresponse.abinit.inputs import AbinitInputError
 from aiida_mlresponse.abinit.protocols import (
     MG_PROTOCOLS, RESPONSE_PROTOCOLS, ProtocolError, get_protocol_inputs, kpoints_from_protocol,
 )
+from aiida_mlresponse.workflows.launch import adopted
 
 CODES = AbinitCalculation.exit_codes  # one table: the same numbers on every ABINIT CalcJob
 
@@ -74,6 +75,16 @@ class AbinitBaseWorkChain(BaseRestartWorkChain):
     def setup(self):
         super().setup()
         self.ctx.inputs = AttributeDict(self.exposed_inputs(self._process_class, 'abinit'))
+
+    def run_process(self):
+        """aiida-core's launch, unless this iteration's CalcJob was launched before a daemon kill (`launch.py`)."""
+        node = adopted(self, f'iteration_{self.ctx.iteration + 1:02d}')
+        if node is None:
+            return super().run_process()
+        self.ctx.iteration += 1
+        handlers = self.node.base.extras.get(self._considered_handlers_extra, [])  # one list per iteration
+        self.node.base.extras.set(self._considered_handlers_extra, handlers + [[] for _ in range(self.ctx.iteration - len(handlers))])
+        return ToContext(children=append_(node))
 
     # -- protocol builder ------------------------------------------------------------------------
 
