@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .minimize import barzilai_borwein
-from .strain import cell_to_deformation, cell_volume, deformation_to_cell, strain_to_deformation
+from .strain import cell_to_deformation, cell_volume, deformation_to_cell, deformation_to_strain, strain_to_deformation
 from .units import HA_PER_BOHR3_TO_GPA
 
 EnergyFn = Callable[[torch.Tensor], torch.Tensor]
@@ -143,6 +143,20 @@ def free_strain_hessian(energy: EnergyFn, voigt, free) -> np.ndarray:
         return energy_of_strain(energy, v[None])[0]
 
     return torch.autograd.functional.hessian(f_of, v0[free_idx]).numpy()
+
+
+def strain_hessian_min_eigenvalue(energy: EnergyFn, deformations) -> np.ndarray:
+    """Lowest eigenvalue (B,), Ha, of the 6 x 6 Hessian of F with respect to the Voigt strain (ε11, ε22, ε33,
+    ε23, ε13, ε12) at each cell of D (B, 6): the stiffness of the softest strain mode there. It falls
+    towards zero (or below) as a cell nears an elastic instability. Batched double autograd (six passes)."""
+    with torch.enable_grad():
+        d = torch.as_tensor(np.asarray(deformations), dtype=torch.float64).reshape(-1, 6)
+        e = deformation_to_strain(d)
+        voigt = torch.stack([e[:, i, j] for i, j in VOIGT_PAIRS], -1).clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(energy_of_strain(energy, voigt).sum(), voigt, create_graph=True)
+        rows = [torch.autograd.grad(grad[:, k].sum(), voigt, retain_graph=k < 5)[0] for k in range(6)]
+    hessian = torch.stack(rows, 1).detach().numpy()
+    return np.linalg.eigvalsh(0.5 * (hessian + np.swapaxes(hessian, 1, 2)))[:, 0]
 
 
 @dataclass

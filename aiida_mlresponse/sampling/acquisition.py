@@ -13,8 +13,10 @@ round on the committee's predictions for the pool and records every decision the
 - **Physics cut.** A candidate whose prediction breaks what must hold is rejected before any
   ABINIT run (`physics_rejections`): atoms closer than a minimum distance, a cell of non-positive
   volume, a predicted ε∞ that is not positive definite, Z* violating the acoustic sum rule.
-- **Selection.** Candidates ranked by score (or by instability closeness for strain), thinned
-  greedily so no two picks are closer than `min_separation` in descriptor space, at most `batch`.
+- **Selection.** Candidates ranked by score, thinned greedily so no two picks are closer than
+  `min_separation` in descriptor space, at most `batch`. For strain, a share of the batch can go to the
+  candidates whose predicted softest strain mode is weakest (closest to an elastic instability, where the
+  seed's model was weakest), ranked by that stiffness instead.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import dataclasses
 import numpy as np
 
 LEARNED, CANDIDATE, UNTRUSTED, REJECTED = 'learned', 'candidate', 'untrusted', 'rejected'
+SPREAD_RULE = 'highest score among candidates, diversity kept'
+INSTABILITY_RULE = 'softest predicted strain mode among candidates (closest to an instability), diversity kept'
 
 
 def label_scale(labels: np.ndarray, floor: float = 1e-12) -> float:
@@ -129,28 +133,30 @@ def displacement_descriptor(positions: np.ndarray, reference_positions: np.ndarr
 
 
 def select(scores: np.ndarray, eligible: np.ndarray, descriptors: np.ndarray, batch: int,
-           min_separation: float = 0.0) -> tuple[np.ndarray, list[dict]]:
+           min_separation: float = 0.0, picked_before=(), rule: str = SPREAD_RULE) -> tuple[np.ndarray, list[dict]]:
     """Greedy pick by descending score among `eligible`, skipping any closer than `min_separation`
-    (Euclidean, descriptor space) to an earlier pick; at most `batch`.
+    (Euclidean, descriptor space) to an earlier pick (`picked_before` included); at most `batch`.
 
-    Returns (picked row indices, one record per eligible row looked at: row, rank, score, decision,
+    Returns (picked row indices, one record per eligible row looked at: row, rank, score, decision, rule,
     and for a skipped one the pick it was too close to).
     """
     scores, eligible = np.asarray(scores, dtype=float), np.asarray(eligible, dtype=bool)
     descriptors = np.asarray(descriptors, dtype=float).reshape(len(scores), -1)
     order = [int(row) for row in np.argsort(-scores, kind='stable') if eligible[row]]
+    before = [int(row) for row in picked_before]
     picked: list[int] = []
     records = []
     for rank, row in enumerate(order):
         if len(picked) == batch:
             break
-        record = {'row': row, 'rank': rank, 'score': float(scores[row])}
-        if picked and min_separation > 0:
-            distances = np.linalg.norm(descriptors[picked] - descriptors[row], axis=1)
+        record = {'row': row, 'rank': rank, 'score': float(scores[row]), 'rule': rule}
+        taken = before + picked
+        if taken and min_separation > 0:
+            distances = np.linalg.norm(descriptors[taken] - descriptors[row], axis=1)
             nearest = int(np.argmin(distances))
             if distances[nearest] < min_separation:
                 records.append({**record, 'decision': 'skipped: too close',
-                                'near_pick': picked[nearest], 'distance': float(distances[nearest])})
+                                'near_pick': taken[nearest], 'distance': float(distances[nearest])})
                 continue
         picked.append(row)
         records.append({**record, 'decision': 'picked'})
@@ -185,15 +191,20 @@ class RoundPlan:
 
 def plan_round(spreads: dict, scales: dict, lo: float, hi: float, batch: int, descriptors: np.ndarray,
                labelled: np.ndarray, reasons: list, calibration: Calibration | None = None,
-               min_separation: float | None = None, shortlist_check=None) -> RoundPlan:
+               min_separation: float | None = None, shortlist_check=None, stiffness: np.ndarray | None = None,
+               instability_share: float = 0.0) -> RoundPlan:
     """Score, partition, cut and select one round's picks: the one place both the active-learning work chain
     and the benchmark take their decisions from.
 
     `labelled` marks pool rows already in the dataset; `reasons` holds the physics rules each row breaks
     (`physics_rejections`); `shortlist_check(rows) -> reasons` (optional) checks a costly rule on the best
     candidates only (4 × batch); `min_separation` None: half the median nearest-neighbour distance of the
-    eligible candidates in descriptor space.
+    eligible candidates in descriptor space. `stiffness` (strain only): per row, the predicted lowest
+    strain-Hessian eigenvalue relative to the reference cell's; then `instability_share` of the batch goes to
+    the candidates with the softest mode (closest to an instability), the rest by score.
     """
+    if not 0.0 <= instability_share <= 1.0:
+        raise ValueError(f'instability_share must lie in [0, 1], got {instability_share}.')
     raw = relative_spread(spreads, scales)
     score = calibration.apply(raw) if calibration else raw
     partition = trust_partition(score, lo, hi).astype(object)
@@ -210,5 +221,12 @@ def plan_round(spreads: dict, scales: dict, lo: float, hi: float, batch: int, de
     descriptors = np.asarray(descriptors, dtype=float).reshape(len(score), -1)
     if min_separation is None:
         min_separation = 0.5 * median_neighbour_distance(descriptors[eligible]) if eligible.sum() > 1 else 0.0
-    picked, records = select(score, eligible, descriptors, batch, float(min_separation))
+    n_soft = int(round(instability_share * batch)) if stiffness is not None else 0
+    picked, records = select(score, eligible, descriptors, batch - n_soft, float(min_separation))
+    if n_soft:
+        left = eligible.copy()
+        left[picked] = False
+        soft, soft_records = select(-np.asarray(stiffness, dtype=float), left, descriptors, n_soft,
+                                    float(min_separation), picked, INSTABILITY_RULE)
+        picked, records = np.concatenate([picked, soft]), records + soft_records
     return RoundPlan(raw, score, partition, reasons, picked, records, float(min_separation), calibration)

@@ -40,6 +40,9 @@ TrainingCalculation = CalculationFactory('mlresponse.train')
 
 DEFAULT_TRUST = {'lo': 0.05, 'hi': 5.0, 'mode': 'relative', 'quantile': 0.9}
 RADNET_TARGETS = ('polarization', 'dielectric')
+#: strain campaigns: share of each batch that goes to the candidates whose predicted softest strain mode is weakest
+#: (labels gather near instabilities, where the seed's model was weakest); the rest by committee spread
+INSTABILITY_SHARE = 0.25
 
 
 @calcfunction
@@ -85,6 +88,9 @@ def validate_inputs(inputs, _):
     trust = {**DEFAULT_TRUST, **inputs['trust'].get_dict()} if 'trust' in inputs else DEFAULT_TRUST
     if not 0 <= trust['lo'] < trust['hi'] or trust['mode'] not in ('relative', 'calibrated'):
         return f'trust levels need 0 <= lo < hi and mode relative or calibrated, got {trust}.'
+    share = inputs['selection'].get_dict().get('instability_share', 0.0) if 'selection' in inputs else 0.0
+    if not 0.0 <= share <= 1.0:
+        return f'`selection.instability_share` must lie in [0, 1], got {share}.'
     for name in ('batch_size', 'budget', 'max_rounds'):
         if name in inputs and inputs[name].value < 1:
             return f'`{name}` must be at least 1.'
@@ -117,7 +123,8 @@ class ActiveLearningWorkChain(WorkChain):
         spec.input('property_tolerance', valid_type=orm.Float, required=False,
                    help='Stop when the prediction at the reference moves less than this (relative to the label scale).')
         spec.input('selection', valid_type=orm.Dict, required=False,
-                   help='min_separation (descriptor units), min_distance (Å), asr_tolerance (e).')
+                   help='min_separation (descriptor units), min_distance (Å), asr_tolerance (e), instability_share '
+                        f'(strain: share of each batch picked closest to an instability; default {INSTABILITY_SHARE}).')
         spec.input('max_failed_fraction', valid_type=orm.Float, default=lambda: orm.Float(0.5),
                    help='Stop with an error when more of a round\'s labels fail than this.')
         spec.inputs.validator = validate_inputs
@@ -240,7 +247,8 @@ class ActiveLearningWorkChain(WorkChain):
         selection = self.inputs.selection.get_dict() if 'selection' in self.inputs else {}
         settings = {'kind': self.ctx.dataset_kind, **self.ctx.trust, 'batch': min(self.inputs.batch_size.value, self._budget_left()),
                     'min_separation': selection.get('min_separation'), 'min_distance': selection.get('min_distance', 0.5),
-                    'asr_tolerance': selection.get('asr_tolerance', 0.1)}
+                    'asr_tolerance': selection.get('asr_tolerance', 0.1),
+                    'instability_share': selection.get('instability_share', INSTABILITY_SHARE)}
         if self.ctx.dataset_kind == 'response':
             reference = self.inputs.labelling.reference
             settings['reference_positions'] = [site.position for site in reference.sites]

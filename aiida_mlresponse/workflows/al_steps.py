@@ -48,6 +48,18 @@ def _descriptors(kind: str, configurations: dict, reference_positions) -> np.nda
     return (configurations['deformations'] - REFERENCE_DEFORMATION) / DEFORMATION_SCALE
 
 
+def relative_stiffness(models: list, deformations) -> np.ndarray:
+    """Per cell, the committee-mean F's lowest strain-Hessian eigenvalue over the reference cell's: near 0 or
+    below, the cell is close to an elastic instability (`physics.stress.strain_hessian_min_eigenvalue`)."""
+    import copy
+
+    from aiida_mlresponse.physics.stress import strain_hessian_min_eigenvalue
+
+    module = copy.deepcopy(next(module for kind, module, _ in models if kind == 'pcamlp')).double()
+    values = strain_hessian_min_eigenvalue(module.free_energy, np.concatenate([REFERENCE_DEFORMATION[None], deformations]))
+    return values[1:] / abs(values[0])
+
+
 def _calibration(previous: orm.ArrayData, dataset, scales: dict, quantile: float):
     """Fit spread -> error on last round's picks now that their labels are in the dataset."""
     index = dataset.get_array('configuration_index')
@@ -70,7 +82,8 @@ def score_pool(pool: orm.ArrayData, dataset, settings: orm.Dict, **inputs):
     `inputs`: `model_<target>` ModelData nodes, and optionally `previous` (last round's
     `picked_predictions`, for the calibrated mode). `settings`: kind, lo, hi, mode, quantile, batch,
     min_separation (None: half the median nearest-neighbour distance of the eligible candidates),
-    min_distance (Å), asr_tolerance (e), reference_positions (Å, response).
+    min_distance (Å), asr_tolerance (e), reference_positions (Å, response), instability_share (mg_strain: the
+    share of the batch picked by the softest predicted strain mode, `acquisition.plan_round`).
     """
     options = settings.get_dict()
     kind = options['kind']
@@ -110,10 +123,12 @@ def score_pool(pool: orm.ArrayData, dataset, settings: orm.Dict, **inputs):
                     validate_grid(options['ngfft'], float(options['ecut']), cell)  # the check the CalcJob makes
                 except AbinitInputError as exc:
                     reasons[row].append(f'the protocol\'s FFT grid cannot hold this cell: {exc}')
+    share = float(options.get('instability_share') or 0.0)
+    stiffness = relative_stiffness(models, configurations['deformations']) if kind != 'response' and share else None
     plan = acq.plan_round(spreads, scales, float(options['lo']), float(options['hi']), int(options['batch']),
                           _descriptors(kind, configurations, reference_positions),
                           np.isin(pool_index, dataset.get_array('configuration_index')), reasons, calibration,
-                          options.get('min_separation'), shortlist_check)
+                          options.get('min_separation'), shortlist_check, stiffness, share)
     raw, score, partition, picked, records = plan.relative_spread, plan.score, plan.partition, plan.picked, plan.records
     reasons, separation = plan.reasons, plan.min_separation
     rejected = partition == acq.REJECTED
@@ -133,6 +148,8 @@ def score_pool(pool: orm.ArrayData, dataset, settings: orm.Dict, **inputs):
     scores.set_array('relative_spread', raw)
     scores.set_array('score', score)
     scores.set_array('partition', np.array([PARTITION_CODES[p] for p in partition]))
+    if stiffness is not None:
+        scores.set_array('relative_stiffness', stiffness)
 
     counts = {name: int(np.sum(partition == name)) for name in PARTITION_CODES}
     unlabelled = len(score) - counts['labelled']
@@ -145,7 +162,8 @@ def score_pool(pool: orm.ArrayData, dataset, settings: orm.Dict, **inputs):
         'calibration': calibration.as_dict() if calibration else None,
         'scales': scales, 'min_separation': float(separation),
         'picks': [{'configuration_index': int(pool_index[r['row']]), 'rank': r['rank'], 'score': r['score'],
-                   'relative_spread': float(raw[r['row']]), 'rule': 'highest score among candidates, diversity kept'}
+                   'relative_spread': float(raw[r['row']]), 'rule': r['rule'],
+                   **({'relative_stiffness': float(stiffness[r['row']])} if stiffness is not None else {})}
                   for r in records if r['decision'] == 'picked'],
         'skipped': [{'configuration_index': int(pool_index[r['row']]), 'rank': r['rank'], 'score': r['score'],
                      'rule': r['decision'], 'near': int(pool_index[r['near_pick']]), 'distance': r['distance']}

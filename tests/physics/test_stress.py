@@ -209,3 +209,30 @@ def test_strains_from_the_zero_stress_cell_and_broyden_secant():
     np.testing.assert_allclose(st.relative_strain(eq[:3], st.total_strain(eq[:3], [0.03, -0.01, 0.0])), [0.03, -0.01, 0.0])
     jac, step, change = np.eye(2), np.array([0.1, -0.2]), np.array([0.3, 0.05])
     np.testing.assert_allclose(st.broyden_update(jac, step, change) @ step, change)  # the secant condition
+
+
+def test_strain_hessian_eigenvalue_matches_finite_differences_and_softens_towards_an_instability():
+    # analytic energy: at ε the Hessian in the Voigt components is C - 1.8 ε22 e2e2ᵀ (the cubic term)
+    rng = np.random.default_rng(3)
+    strains = np.stack([random_strain(rng, 0.02) for _ in range(3)])
+    deformations = strain_to_deformation(torch.as_tensor(strains)).numpy()
+    values = st.strain_hessian_min_eigenvalue(quadratic_energy, deformations)
+    h = 1e-4
+    for value, deformation in zip(values, deformations):
+        voigt = voigt_of(torch.as_tensor(deformation)[None])[0].numpy()
+        hessian = np.zeros((6, 6))
+        for i in range(6):
+            for j in range(6):
+                corners = []
+                for si, sj in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+                    v = voigt.copy()
+                    v[i] += si * h
+                    v[j] += sj * h
+                    corners.append(float(st.energy_of_strain(quadratic_energy, torch.as_tensor(v)[None])[0]))
+                hessian[i, j] = (corners[0] - corners[1] - corners[2] + corners[3]) / (4 * h * h)
+        assert value == pytest.approx(np.linalg.eigvalsh(hessian)[0], rel=1e-5)
+    # along ε22 the cubic term softens the ε22 mode: the lowest eigenvalue falls and turns negative
+    path = np.zeros((4, 3, 3))
+    path[:, 1, 1] = [0.0, 0.1, 0.25, 0.4]
+    along = st.strain_hessian_min_eigenvalue(quadratic_energy, strain_to_deformation(torch.as_tensor(path)).numpy())
+    assert np.all(np.diff(along) < 0) and along[-1] < 0 < along[0]

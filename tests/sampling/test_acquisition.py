@@ -74,7 +74,8 @@ def test_selection_is_ranked_diverse_and_recorded():
     picked, records = acq.select(scores, eligible, descriptors, batch=3, min_separation=0.5)
     assert picked.tolist() == [0, 3, 2]  # row 1 is a near copy of row 0; row 4 is not eligible
     skipped = [r for r in records if r['decision'] != 'picked']
-    assert skipped == [{'row': 1, 'rank': 1, 'score': 0.8, 'decision': 'skipped: too close', 'near_pick': 0, 'distance': 0.01}]
+    assert skipped == [{'row': 1, 'rank': 1, 'score': 0.8, 'rule': acq.SPREAD_RULE, 'decision': 'skipped: too close',
+                        'near_pick': 0, 'distance': 0.01}]
     assert acq.select(scores, eligible, descriptors, batch=2)[0].tolist() == [0, 1]  # no diversity rule
 
 
@@ -104,3 +105,24 @@ def test_plan_round_partitions_cuts_and_picks():
     calibrated = acq.plan_round(spreads, {'eps': 1.0}, 0.05, 5.0, 2, descriptors, labelled, reasons,
                                 calibration=acq.Calibration(20.0, 0.9, 10), min_separation=0.0)
     assert calibrated.partition[0] == 'untrusted' and calibrated.score[0] == pytest.approx(10.0)
+
+
+def test_plan_round_gives_a_share_of_the_batch_to_the_softest_candidates():
+    # six candidates: spread ranks 0 > 1 > 2 ...; the predicted strain stiffness is lowest at 5, then 4
+    spreads = {'F': np.array([[0.9], [0.8], [0.7], [0.6], [0.5], [0.4]])}
+    stiffness = np.array([1.0, 0.9, 0.8, 0.7, 0.1, -0.2])
+    descriptors = np.arange(6.0)[:, None]
+    labelled, reasons = np.zeros(6, bool), [[] for _ in range(6)]
+    plan = acq.plan_round(spreads, {'F': 1.0}, 0.05, 5.0, 4, descriptors, labelled, reasons, min_separation=0.0,
+                          stiffness=stiffness, instability_share=0.5)
+    assert plan.picked.tolist() == [0, 1, 5, 4]
+    rules = {r['row']: r['rule'] for r in plan.records if r['decision'] == 'picked'}
+    assert rules == {0: acq.SPREAD_RULE, 1: acq.SPREAD_RULE, 5: acq.INSTABILITY_RULE, 4: acq.INSTABILITY_RULE}
+    # the soft picks keep their distance from the spread picks too
+    close = acq.plan_round(spreads, {'F': 1.0}, 0.05, 5.0, 2, np.array([[0.0], [5.0], [9.0], [7.0], [6.0], [0.1]]),
+                           labelled, reasons, min_separation=0.5, stiffness=stiffness, instability_share=0.5)
+    assert close.picked.tolist() == [0, 4]  # 5 (softest) sits 0.1 from pick 0
+    assert acq.plan_round(spreads, {'F': 1.0}, 0.05, 5.0, 4, descriptors, labelled, reasons, min_separation=0.0,
+                          stiffness=None, instability_share=0.5).picked.tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match='instability_share'):
+        acq.plan_round(spreads, {'F': 1.0}, 0.05, 5.0, 4, descriptors, labelled, reasons, instability_share=1.5)

@@ -5,6 +5,8 @@ import pytest
 from aiida import orm
 from aiida.engine import run_get_node
 
+from aiida_mlresponse.sampling import acquisition as acq
+from aiida_mlresponse.workflows import al_steps
 from aiida_mlresponse.workflows.active_learning import ActiveLearningWorkChain
 from aiida_mlresponse.workflows.labels import sample_displacement_configurations
 
@@ -169,6 +171,7 @@ def test_two_round_mg_campaign(abinit_code, pseudo_families, python_code):
     builder.batch_size = orm.Int(2)
     builder.max_rounds = orm.Int(1)
     builder.trust = orm.Dict({'lo': 1e-9, 'hi': 1e9})
+    builder.selection = orm.Dict({'instability_share': 0.5, 'min_separation': 0.0})  # one pick by spread, one by the softest mode
     results, node = run_get_node(builder)
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
     assert results['stop_reason'].value.startswith('round limit')
@@ -177,6 +180,13 @@ def test_two_round_mg_campaign(abinit_code, pseudo_families, python_code):
     assert len(campaign_rounds(node)) == 2  # round 1 labels two picks, round 2 trains on all and stops
     decisions = [n for n in node.called if n.process_label == 'score_pool'][0].outputs.decisions.get_dict()
     assert set(decisions['scales']) == {'free_energy', 'R'} and len(decisions['picks']) == 2
+    assert [p['rule'] for p in decisions['picks']] == [acq.SPREAD_RULE, acq.INSTABILITY_RULE]
+    scores = [n for n in node.called if n.process_label == 'score_pool'][0].outputs.scores
+    stiffness = scores.get_array('relative_stiffness')
+    eligible = scores.get_array('partition') == al_steps.PARTITION_CODES[acq.CANDIDATE]
+    index = scores.get_array('configuration_index')
+    eligible &= index != decisions['picks'][0]['configuration_index']
+    assert decisions['picks'][1]['relative_stiffness'] == pytest.approx(stiffness[eligible].min())  # the softest one left
     # the picks are the deformations of the pool rows they name
     pool = [n for n in node.called if n.process_label == 'index_pool'][0].outputs.result
     assert [r['configuration_index'] for r in decisions['rejected']] == pool.get_array('configuration_index')[-2:].tolist()
@@ -186,3 +196,12 @@ def test_two_round_mg_campaign(abinit_code, pseudo_families, python_code):
     labelled = dataset.get_array('configuration_index').tolist()
     np.testing.assert_allclose(dataset.get_array('deformation')[[labelled.index(i) for i in picked]],
                                pool.get_array('deformations')[rows], atol=1e-8)
+
+
+def test_a_bad_instability_share_is_refused_before_anything_runs():
+    from aiida_mlresponse.workflows.active_learning import validate_inputs
+
+    inputs = {'model_kind': orm.Str('pcamlp'), 'initial': orm.ArrayData(), 'selection': orm.Dict({'instability_share': 1.5})}
+    assert 'instability_share' in validate_inputs(inputs, None)
+    inputs['selection'] = orm.Dict({'instability_share': 0.25})
+    assert validate_inputs(inputs, None) is None

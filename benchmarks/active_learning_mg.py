@@ -1,0 +1,139 @@
+"""Active learning against random sampling for the PCA-MLP (strained Mg): free energy and stress.
+
+Data: an `mg_strain` dataset exported from a labelling campaign of the package (`workchains/run_mg_labels.py`,
+then `aiida-mlresponse dataset export PK mg.npz`), used as a pool with pre-computed labels: a row's labels are
+read only after it is picked. Committees are fitted by `ml.pcamlp.fit.fit_pcamlp` (what `TrainingCalculation`
+runs; the F and R heads with F also fitted to ABINIT's stress, package defaults; the field nets are left out:
+no score or error here depends on them), predicted by `ml.scoring.predict_columns` (what the work chain scores
+with), and every pick is `sampling.acquisition.plan_round` with the work chain's relative stiffness
+(`workflows.al_steps.relative_stiffness`).
+
+The test set covers the sampled box uniformly in deformation size (10 equal-width bins of |D - D0| in units of
+the sampling σ, up to `--test-per-bin` rows each: the tails are over-represented against the Gaussian sample);
+the rest is the pool. Every arm starts from the same random `--initial` labels and adds `--batch` per round up
+to `--budget`: `random`, `active` (committee spread of F and R relative to their label scale, diversity kept),
+`active+instability` (the same, with `--instability-share` of each batch going to the softest predicted strain
+mode, the work chain's default for strain campaigns). Test MAE and max of F (mHa per cell) and of the Cauchy
+stress (GPa, by autograd through the committee-mean F) per round, and the labels each arm needs to reach
+random's final MAE and max.
+
+Usage: nice -n 10 .venv/bin/python benchmarks/active_learning_mg.py mg.npz [--budget 120] [--batch 10]
+Writes the part `active_learning_pcamlp` of benchmarks/results/active_learning.json and prints the table.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _name in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
+    os.environ.setdefault(_name, '1')
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import pathlib  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / 'benchmarks'))
+
+from active_learning import RESULTS, labels_to_reach, machine, uniform_test_rows  # noqa: E402
+
+from aiida_mlresponse.ml.pcamlp.data import read_dataset  # noqa: E402
+from aiida_mlresponse.ml.pcamlp.fit import fit_pcamlp  # noqa: E402
+from aiida_mlresponse.ml.pcamlp.training_loop import FitSettings  # noqa: E402
+from aiida_mlresponse.ml.scoring import predict_columns  # noqa: E402
+from aiida_mlresponse.physics.strain import deformation_to_cell  # noqa: E402
+from aiida_mlresponse.physics.stress import cauchy_stress  # noqa: E402
+from aiida_mlresponse.physics.units import HA_PER_BOHR3_TO_GPA  # noqa: E402
+from aiida_mlresponse.sampling import acquisition as acq  # noqa: E402
+from aiida_mlresponse.workflows.al_steps import DEFORMATION_SCALE, REFERENCE_DEFORMATION, relative_stiffness  # noqa: E402
+
+
+def fit(data, rows, seed):
+    model, _ = fit_pcamlp(data['D'][rows], {'F': data['F'][rows], 'R': data['R'][rows]}, None,
+                          stress=data['stress'][rows], settings=FitSettings(seed=seed, log_every=10**9))
+    return model
+
+
+def test_errors(model, data, rows) -> dict:
+    f = predict_columns('pcamlp', model, {}, {'deformations': data['D'][rows]})['free_energy'][0]
+    f_error = 1e3 * np.abs(f - data['F'][rows])
+    sigma = cauchy_stress(model.double().free_energy, data['D'][rows])
+    model.float()
+    s_error = HA_PER_BOHR3_TO_GPA * np.abs(sigma - data['stress'][rows])
+    return {'free_energy_mHa': {'mae': float(f_error.mean()), 'max': float(f_error.max())},
+            'stress_GPa': {'mae': float(s_error.mean()), 'max': float(s_error.max())}}
+
+
+def pick(arm, model, data, pool, chosen, batch, share, rng) -> list[int]:
+    left = np.setdiff1d(pool, chosen)
+    if arm == 'random':
+        return [int(r) for r in rng.choice(left, batch, replace=False)]
+    predictions = predict_columns('pcamlp', model, {}, {'deformations': data['D'][pool]})  # no label of `left` seen
+    scales = {'free_energy': acq.label_scale(data['F'][chosen]), 'R': acq.label_scale(data['R'][chosen])}
+    stiffness = relative_stiffness([('pcamlp', model, {})], data['D'][pool]) if share else None
+    plan = acq.plan_round({c: s for c, (_, s) in predictions.items()}, scales, 0.0, np.inf, batch,
+                          (data['D'][pool] - REFERENCE_DEFORMATION) / DEFORMATION_SCALE, np.isin(pool, chosen),
+                          acq.physics_rejections(cells=deformation_to_cell(data['D'][pool])), stiffness=stiffness,
+                          instability_share=share)
+    return [int(pool[row]) for row in plan.picked]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('dataset', help='an exported mg_strain dataset (.npz)')
+    parser.add_argument('--initial', type=int, default=10)
+    parser.add_argument('--batch', type=int, default=10)
+    parser.add_argument('--budget', type=int, default=100)
+    parser.add_argument('--test-per-bin', type=int, default=8)
+    parser.add_argument('--instability-share', type=float, default=0.25)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--arms', nargs='+', default=['random', 'active', 'active+instability'])
+    parser.add_argument('--output', default=str(RESULTS))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    data = read_dataset(args.dataset)
+    size = np.linalg.norm((data['D'] - REFERENCE_DEFORMATION) / DEFORMATION_SCALE, axis=1)
+    test = uniform_test_rows(size, per_bin=args.test_per_bin, seed=args.seed)
+    pool = np.setdiff1d(np.arange(len(size)), test)
+    initial = np.random.default_rng(args.seed).choice(pool, args.initial, replace=False)
+    curves = {}
+    for arm in args.arms:
+        rng = np.random.default_rng(args.seed + 1)
+        share = args.instability_share if arm == 'active+instability' else 0.0
+        chosen, curve = [int(r) for r in initial], []
+        while True:
+            t0 = time.perf_counter()
+            model = fit(data, np.array(chosen), args.seed)
+            errors = test_errors(model, data, test)
+            curve.append({'labels': len(chosen), 'errors': errors, 'seconds': time.perf_counter() - t0})
+            print(f'{arm:20s} {len(chosen):4d} labels: ' + ', '.join(
+                f'{c} MAE {e["mae"]:.4f} max {e["max"]:.4f}' for c, e in errors.items()), flush=True)
+            if len(chosen) >= min(args.budget, len(pool)):
+                break
+            chosen += pick(arm, model, data, pool, chosen, min(args.batch, args.budget - len(chosen)), share, rng)
+        curves[arm] = curve
+    part = {'data': f'mg_strain dataset {pathlib.Path(args.dataset).name}: {len(size)} labelled configurations',
+            'pool': int(len(pool)), 'test': int(len(test)), 'initial': args.initial, 'batch': args.batch,
+            'budget': args.budget, 'instability_share': args.instability_share,
+            'units': {'free_energy_mHa': 'mHa per 4-atom cell', 'stress_GPa': 'GPa, all 9 components'},
+            'curves': curves, 'labels_to_reach_random_final': labels_to_reach(curves) if 'random' in curves else None,
+            'wall_seconds': time.perf_counter() - start, 'machine': machine()}
+    path = pathlib.Path(args.output)
+    document = json.loads(path.read_text()) if path.exists() else {}
+    document['active_learning_pcamlp'] = part
+    path.write_text(json.dumps(document, indent=1) + '\n')
+    if part['labels_to_reach_random_final']:
+        print('labels to reach random sampling\'s final error:')
+        for key, arms in part['labels_to_reach_random_final'].items():
+            print(f'  {key:22s} ' + '  '.join(f'{arm} {n}' for arm, n in arms.items()))
+
+
+if __name__ == '__main__':
+    main()
