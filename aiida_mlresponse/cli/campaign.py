@@ -1,4 +1,5 @@
-"""`aiida-mlresponse campaign repair`: get a daemon-driven campaign moving again after a hard crash.
+"""`aiida-mlresponse campaign repair`: get a daemon-driven campaign moving again after a hard crash; `campaign
+abandon`: mark killed the processes a dead `verdi run` left behind, which nothing can kill or continue.
 
 After the daemon's worker, circus and broker are killed (SIGKILL, out-of-memory, a reboot) two things were seen
 with aiida-core 2.9 (issue 13): processes left with no task in the broker (nothing will ever run them again), and,
@@ -162,6 +163,135 @@ def campaign_rerun(identifier, wait):
         while not new.is_terminated:
             time.sleep(3)
         click.echo(f'finished  {new.process_label}<{new.pk}> [{new.process_state.value}] exit status {new.exit_status}')
+
+
+ABANDONED = 'Abandoned by `aiida-mlresponse campaign abandon`: no live process ran it (its `verdi run` or worker died)'
+
+
+def broker_task_pks(broker) -> set[int]:
+    """pks of processes with a task in the broker: queued, or (embedded broker) taken by a worker. The daemon
+    runs these; RabbitMQ hides tasks a worker holds, but a live worker answers for them (`answers`)."""
+    from aiida.brokers.zeromq.broker import ZeromqBroker, ZeromqIncomingTask
+    from aiida.engine.processes.control import get_process_tasks
+
+    pks = set(get_process_tasks(broker))
+    tasks = getattr(broker, '_storage_path', None)
+    if isinstance(broker, ZeromqBroker) and (tasks / 'tasks').exists():
+        from aiida.brokers.zeromq.queue import PersistentQueue
+
+        queue = PersistentQueue(tasks / 'tasks')
+        pks |= {(ZeromqIncomingTask(*task, queue).body or {}).get('args', {}).get('pid') for task in queue.get_all_processing()}
+    return pks
+
+
+def answers(controller, pk: int, timeout: float = 5.0) -> bool | None:
+    """Whether a live runner (daemon worker or `verdi run`) answers for process `pk`: True; False when the broker
+    knows no such recipient (`verdi process kill`'s "Recipient not found"); None when nothing came back in time."""
+    import concurrent.futures
+
+    from kiwipy.communications import UnroutableError
+    from plumpy.futures import unwrap_kiwi_future
+
+    try:
+        unwrap_kiwi_future(controller.get_status(pk)).result(timeout=timeout)
+    except UnroutableError:
+        return False
+    except concurrent.futures.TimeoutError:
+        return None
+    except Exception as exc:  # the embedded broker answers an unknown recipient with a plain exception
+        return False if 'Recipient not found' in str(exc) else None
+    return True
+
+
+def other_profile_users() -> list[str]:
+    """'pid N (`command`)' of the live processes, other than this one and the daemon's own, that have this
+    profile's storage open: aiida-core records each in its access directory (`ProfileAccessManager`). A `verdi run`
+    does not answer the embedded broker, so this is how a live one is seen."""
+    import os
+
+    import psutil
+    from aiida.manage import get_manager
+    from aiida.manage.configuration.settings import AiiDAConfigPathResolver
+
+    users = []
+    for record in (AiiDAConfigPathResolver().access_control_dir / get_manager().get_profile().name).glob('*.pid'):
+        try:
+            process = psutil.Process(int(record.stem))
+            command = process.cmdline()
+        except (ValueError, psutil.Error):
+            continue  # gone: a stale record
+        daemon = any(command[i:i + 2] in (['daemon', 'worker'], ['daemon', 'broker']) for i in range(len(command)))
+        if process.pid != os.getpid() and record.read_text() == str(command) and not daemon:
+            users.append(f'pid {process.pid} (`{" ".join(command)[:80]}`)')
+    return users
+
+
+def abandon_check():
+    """A function pk -> None (nothing live runs it) or why the process is left alone."""
+    from aiida.engine.daemon.client import get_daemon_client
+    from aiida.manage import get_manager
+
+    users = other_profile_users()
+    if users:
+        return lambda pk: f'{", ".join(users)} has this profile open and may be running it: stop it first'
+    broker = get_manager().get_broker()
+    from aiida.brokers.zeromq.broker import ZeromqBroker
+
+    if broker is None or (isinstance(broker, ZeromqBroker) and not get_daemon_client().is_daemon_running):
+        return lambda pk: None  # no daemon, and no other process on the profile: nothing runs it
+    tasks = broker_task_pks(broker)
+    controller = get_manager().get_process_controller()
+    reasons = {True: 'a live process answers for it', None: 'no answer from the broker in time: it may be alive'}
+
+    def why_not(pk):
+        if pk in tasks:
+            return 'it has a broker task: the daemon runs it (`verdi process kill` it)'
+        return reasons.get(answers(controller, pk))
+
+    return why_not
+
+
+@campaign.command('abandon')
+@click.argument('identifier')
+@click.option('-f', '--force', is_flag=True, help='Do not ask for confirmation.')
+def campaign_abandon(identifier, force):
+    """Mark killed the process IDENTIFIER and its descendants that are not terminated and that nothing runs.
+
+    For processes left Waiting or Running by a `verdi run` that died: no daemon holds them, so `verdi process kill`
+    answers "Recipient not found". Left alone: every process while another live process (a `verdi run`, a shell)
+    has the profile open, and a process with a broker task or one a daemon worker answers for."""
+    from aiida import orm
+    from aiida.engine import ProcessState
+
+    from .arguments import load_node
+
+    node = load_node(identifier, orm.ProcessNode, 'process')
+    candidates = [n for n in [node, *node.called_descendants] if not n.is_terminated]
+    if not candidates:
+        raise click.ClickException(f'{node.process_label}<{node.pk}> and its descendants are all terminated: nothing to abandon.')
+    why_not = abandon_check()
+    chosen = []
+    for process in sorted(candidates, key=lambda n: n.pk):
+        reason = why_not(process.pk)
+        state = process.process_state.value if process.process_state else 'created'
+        if reason:
+            click.echo(f'left      {process.process_label}<{process.pk}> [{state}]: {reason}')
+        else:
+            chosen.append((process, state))
+    if not chosen:
+        return
+    if not force:
+        click.confirm(f'Mark {len(chosen)} process(es) killed: {", ".join(f"{n.process_label}<{n.pk}>" for n, _ in chosen)}?',
+                      abort=True)
+    for process, state in chosen:
+        process.set_process_state(ProcessState.KILLED)
+        process.set_process_status(ABANDONED)
+        process.set_exit_message(ABANDONED)
+        process.delete_checkpoint()  # nothing may continue it
+        process.seal()
+        job = process.get_job_id() if isinstance(process, orm.CalcJobNode) else None
+        click.echo(f'killed    {process.process_label}<{process.pk}> [was {state}]: no live process ran it'
+                   + (f'; its scheduler job {job} was not cancelled' if job else ''))
 
 
 @campaign.command('show')
