@@ -17,7 +17,7 @@ mode, the work chain's default for strain campaigns). Test MAE and max of F (mHa
 stress (GPa, by autograd through the committee-mean F) per round, and the labels each arm needs to reach
 random's final MAE and max.
 
-Usage: nice -n 10 .venv/bin/python benchmarks/active_learning_mg.py mg.npz [--budget 120] [--batch 10]
+Usage: nice -n 10 .venv/bin/python benchmarks/active_learning_mg.py mg.npz [more.npz ...] [--budget 100] [--batch 10]
 Writes the part `active_learning_pcamlp` of benchmarks/results/active_learning.json and prints the table.
 """
 
@@ -86,7 +86,7 @@ def pick(arm, model, data, pool, chosen, batch, share, rng) -> list[int]:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('dataset', help='an exported mg_strain dataset (.npz)')
+    parser.add_argument('datasets', nargs='+', help='exported mg_strain datasets (.npz), same protocol; rows concatenated')
     parser.add_argument('--initial', type=int, default=10)
     parser.add_argument('--batch', type=int, default=10)
     parser.add_argument('--budget', type=int, default=100)
@@ -98,7 +98,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
-    data = read_dataset(args.dataset)
+    parts = [read_dataset(path) for path in args.datasets]
+    data = {name: np.concatenate([part[name] for part in parts]) for name in ('D', 'F', 'R', 'stress')}
     size = np.linalg.norm((data['D'] - REFERENCE_DEFORMATION) / DEFORMATION_SCALE, axis=1)
     test = uniform_test_rows(size, per_bin=args.test_per_bin, seed=args.seed)
     pool = np.setdiff1d(np.arange(len(size)), test)
@@ -119,7 +120,7 @@ def main(argv=None):
                 break
             chosen += pick(arm, model, data, pool, chosen, min(args.batch, args.budget - len(chosen)), share, rng)
         curves[arm] = curve
-    part = {'data': f'mg_strain dataset {pathlib.Path(args.dataset).name}: {len(size)} labelled configurations',
+    part = {'data': f'mg_strain datasets {[pathlib.Path(p).name for p in args.datasets]}: {len(size)} labelled configurations',
             'pool': int(len(pool)), 'test': int(len(test)), 'initial': args.initial, 'batch': args.batch,
             'budget': args.budget, 'instability_share': args.instability_share,
             'units': {'free_energy_mHa': 'mHa per 4-atom cell', 'stress_GPa': 'GPa, all 9 components'},
