@@ -13,6 +13,7 @@ from __future__ import annotations
 import pathlib
 import re
 
+from aiida.common.links import LinkType
 from aiida.engine import CalcJob
 from aiida.parsers import Parser
 
@@ -64,14 +65,18 @@ class AbinitParser(Parser):
     """Base of the package's ABINIT parsers; a subclass implements `parse_results` (and `parse_partial`)."""
 
     def parse(self, **kwargs):
-        names = self.retrieved.base.repository.list_object_names()
+        # `self.retrieved` and each `self.node.inputs.x` / `'x' in self.node.inputs` query the database anew: on a
+        # busy daemon that was half the parse. One query each, here; subclasses use `self.repository`, `self.inputs`.
+        self.repository = self.retrieved.base.repository
+        self.inputs = {link.link_label: link.node
+                       for link in self.node.base.links.get_incoming(link_type=LinkType.INPUT_CALC).all()}
+        names = self.repository.list_object_names()
         self.output_text = self._text(Calc._OUTPUT_FILE, names)
         self.log_text = self._text(Calc._LOG_FILE, names)
         temporary = kwargs.get('retrieved_temporary_folder')
         folder = pathlib.Path(temporary) if temporary else None
-        walltime = self.out_of_walltime(names)
         if Calc._OUTPUT_FILE not in names and Calc._LOG_FILE not in names:
-            if walltime:
+            if self.out_of_walltime(names):
                 return self.exit_codes.ERROR_OUT_OF_WALLTIME
             return self.exit_codes.ERROR_MISSING_OUTPUT_FILES.format(files=f'{Calc._OUTPUT_FILE} or {Calc._LOG_FILE}')
         error = abinit_error_message(self.log_text) or abinit_error_message(self.output_text) or crash_message(self.log_text)
@@ -81,7 +86,7 @@ class AbinitParser(Parser):
             return self.exit_codes.ERROR_ABINIT.format(error=error)
         if COMPLETED not in self.output_text:
             self.parse_partial(folder)
-            return self.exit_codes.ERROR_OUT_OF_WALLTIME if walltime else self.exit_codes.ERROR_OUTPUT_INCOMPLETE
+            return self.exit_codes.ERROR_OUT_OF_WALLTIME if self.out_of_walltime(names) else self.exit_codes.ERROR_OUTPUT_INCOMPLETE
         return self.parse_results(folder)
 
     def out_of_walltime(self, names) -> bool:
@@ -99,4 +104,4 @@ class AbinitParser(Parser):
         raise NotImplementedError
 
     def _text(self, name: str, names) -> str:
-        return self.retrieved.base.repository.get_object_content(name) if name in names else ''
+        return self.repository.get_object_content(name) if name in names else ''

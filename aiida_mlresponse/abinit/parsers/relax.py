@@ -40,10 +40,10 @@ class MgRelaxParser(AbinitParser):
         """Output the last positions of HIST.nc; the number of steps it holds (0 if none or unreadable)."""
         import netCDF4
 
-        if FILES['hist'] not in self.retrieved.base.repository.list_object_names():
+        if FILES['hist'] not in self.repository.list_object_names():
             return 0
         try:
-            with self.retrieved.base.repository.as_path(FILES['hist']) as path, netCDF4.Dataset(path) as hist:
+            with self.repository.as_path(FILES['hist']) as path, netCDF4.Dataset(path) as hist:
                 xred = np.asarray(hist['xred'][:], dtype=float)
                 rprimd = np.asarray(hist['rprimd'][-1], dtype=float) if len(xred) else None
         except (OSError, KeyError, IndexError):  # a file cut short by the kill
@@ -59,7 +59,7 @@ class MgRelaxParser(AbinitParser):
 
         from aiida_mlresponse.abinit import mg_fields
 
-        names = self.retrieved.base.repository.list_object_names()
+        names = self.repository.list_object_names()
         steps = self._last_positions()
         if not steps:
             return self.exit_codes.ERROR_MISSING_OUTPUT_FILES.format(files=f'{FILES["hist"]} (with a step)')
@@ -68,8 +68,8 @@ class MgRelaxParser(AbinitParser):
         if missing:
             return self.exit_codes.ERROR_MISSING_OUTPUT_FILES.format(files=', '.join(missing))
 
-        parameters = self.node.inputs.parameters.get_dict()
-        with self.retrieved.base.repository.as_path(FILES['gsr']) as path, netCDF4.Dataset(path) as gsr:
+        parameters = self.inputs['parameters'].get_dict()
+        with self.repository.as_path(FILES['gsr']) as path, netCDF4.Dataset(path) as gsr:
             free_energy = float(gsr['etotal'][:])
             band_energy = float(gsr['e_eigenvalues'][:])
             entropy_energy = float(gsr['e_entropy'][:])

@@ -87,10 +87,10 @@ class AbinitResponseParser(AbinitParser):
         return None
 
     def _switches(self) -> dict:
-        return response_switches(self.node.inputs.response if 'response' in self.node.inputs else None)
+        return response_switches(self.inputs.get('response'))
 
     def _settings(self) -> dict:
-        return self.node.inputs.settings.get_dict() if 'settings' in self.node.inputs else {}
+        return self.inputs['settings'].get_dict() if 'settings' in self.inputs else {}
 
     def _parse_netcdf(self, folder, switches):
         if folder is None:
@@ -123,7 +123,7 @@ class AbinitResponseParser(AbinitParser):
                 arrays['polarization_scf_mesh'] = (printed, 'e/Bohr^2')
                 arrays['polarization_dense_mesh'] = (dense, 'e/Bohr^2')
                 printed = extrapolate_k_mesh(printed, dense, factor, cell)
-            reference = self.node.inputs.reference_polarization if 'reference_polarization' in self.node.inputs else None
+            reference = self.inputs.get('reference_polarization')
             if reference is not None:
                 fixed = fix_branch(printed, reference.get_array('polarization'), cell)
             else:
