@@ -29,8 +29,10 @@ class Training:
     dataset_kind: str  # the `DatasetData` kind (`data.schema`) it trains on
     needs: tuple  # dataset columns it cannot train without
     targets: dict  # value of the `target` hyperparameter -> the dataset column it learns ({}: no choice)
-    function: str  # 'module:function'(arrays, attributes, hyperparameters, model_path, log) writing the model file
+    function: str  # 'module:function'(arrays, attributes, hyperparameters, model_path, log, parent=None) writing the
+    # model file; `parent`: a model file of kind `writes` to warm-start from (a previous round's)
     writes: str  # the kind of the model file written
+    warm_start: bool = False  # active learning's default: each round starts from the last round's model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,12 +46,13 @@ class ModelKind:
 KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (
     ModelKind('radnet', 'aiida_mlresponse.ml.radnet.network:build', training=Training(
         'response', ('positions', 'cells'), {'polarization': 'polarization', 'dielectric': 'dielectric_tensor'},
+        # by default the members are closed-form heads, refitted whatever the start: nothing to warm-start
         'aiida_mlresponse.ml.radnet.fit:train_from_dataset', writes='radnet_committee')),
     ModelKind('radnet_committee', 'aiida_mlresponse.ml.radnet.committee:build',
               predictor='aiida_mlresponse.ml.radnet.predict:predict_response'),
     ModelKind('pcamlp', 'aiida_mlresponse.ml.pcamlp.model:build', training=Training(
         'mg_strain', ('deformation', 'free_energy', 'band_energy', 'entropy_energy', 'R'), {},
-        'aiida_mlresponse.ml.pcamlp.fit:train_from_dataset', writes='pcamlp')),
+        'aiida_mlresponse.ml.pcamlp.fit:train_from_dataset', writes='pcamlp', warm_start=True)),
 )}
 
 
@@ -117,3 +120,11 @@ def check_training(kind: str, dataset_kind: str | None = None, arraynames=None, 
             raise ValueError(f'unknown target `{target}` for `{kind}`; choose one of {sorted(training.targets)}.')
         if training.targets[target] not in arraynames:
             raise ValueError(f'the dataset has no `{training.targets[target]}` array for target `{target}`.')
+
+
+def check_parent(kind: str, parent_kind: str):
+    """Refuse a parent model (to warm-start a `kind` training from) of another kind than the training writes."""
+    check_training(kind)
+    writes = KINDS[kind].training.writes
+    if parent_kind != writes:
+        raise ValueError(f'a `{kind}` training warm-starts from a `{writes}` model, got a `{parent_kind}` model.')

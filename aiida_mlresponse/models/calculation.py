@@ -24,11 +24,12 @@ from aiida.parsers import Parser
 
 from aiida_mlresponse.data.dataset import DatasetData
 from aiida_mlresponse.data.model import ModelData
-from aiida_mlresponse.ml.registry import check_training
+from aiida_mlresponse.ml.registry import check_parent, check_training
 
 CONFIG_FILE = 'config.json'
 DATASET_FILE = 'dataset.npz'
 MODEL_FILE = 'model.pt'
+PARENT_FILE = 'parent.pt'
 LOG_FILE = 'training.log'
 
 
@@ -48,6 +49,8 @@ def validate_inputs(inputs, _):
     hyperparameters = inputs['hyperparameters'].get_dict() if 'hyperparameters' in inputs else {}
     try:
         check_training(kind.value, dataset.kind, dataset.get_arraynames(), hyperparameters)
+        if 'parent_model' in inputs:
+            check_parent(kind.value, inputs['parent_model'].kind)
     except ValueError as exc:
         return str(exc)
 
@@ -62,6 +65,9 @@ class TrainingCalculation(CalcJob):
         spec.input('model_kind', valid_type=orm.Str, validator=validate_kind, help='Model family (`ml.registry`): radnet or pcamlp.')
         spec.input('hyperparameters', valid_type=orm.Dict, required=False,
                    help='Overrides of the family defaults (committee size, epochs, target, ...).')
+        spec.input('parent_model', valid_type=ModelData, required=False,
+                   help='A model of the kind this training writes (the last active-learning round\'s): the networks '
+                        'start from its weights where their shapes match, with the family\'s warm-start schedule.')
         spec.inputs.validator = validate_inputs
         spec.inputs['metadata']['options']['resources'].default = {'num_machines': 1, 'num_mpiprocs_per_machine': 1}
         spec.inputs['metadata']['options']['parser_name'].default = 'mlresponse.train'
@@ -81,6 +87,11 @@ class TrainingCalculation(CalcJob):
             'kind': self.inputs.model_kind.value,
             'hyperparameters': self.inputs.hyperparameters.get_dict() if 'hyperparameters' in self.inputs else {},
         }
+        calcinfo = datastructures.CalcInfo()
+        if 'parent_model' in self.inputs:
+            parent = self.inputs.parent_model
+            config['parent_model'] = PARENT_FILE
+            calcinfo.local_copy_list = [(parent.uuid, parent.filename, PARENT_FILE)]
         with folder.open(CONFIG_FILE, 'w') as handle:
             json.dump(config, handle, indent=2)
 
@@ -90,7 +101,6 @@ class TrainingCalculation(CalcJob):
         codeinfo.stdout_name = LOG_FILE
         codeinfo.join_files = True  # tracebacks land in the log the parser reads
 
-        calcinfo = datastructures.CalcInfo()
         calcinfo.codes_info = [codeinfo]
         calcinfo.retrieve_list = [MODEL_FILE, LOG_FILE]
         return calcinfo

@@ -109,6 +109,9 @@ class ActiveLearningWorkChain(WorkChain):
                    help=f'radnet: the committees to train each round (default {list(RADNET_TARGETS)}).')
         spec.input('hyperparameters', valid_type=orm.Dict, required=False, help='Training hyperparameters (every target).')
         spec.input('training_code', valid_type=orm.AbstractCode, help='Python with aiida-mlresponse (mlresponse-python).')
+        spec.input('warm_start', valid_type=orm.Bool, required=False,
+                   help='From round 2 on, train from the last round\'s model (`parent_model`); default: the '
+                        'family\'s (`ml.registry`: on for pcamlp, off for radnet, whose default members are closed-form).')
         spec.input('dataset', valid_type=DatasetData, required=False, help='Labels to start from.')
         spec.input('initial', valid_type=orm.ArrayData, required=False, help='Configurations to label first.')
         spec.input('pool', valid_type=orm.ArrayData, help='Candidate configurations (wider than the initial ones).')
@@ -222,6 +225,9 @@ class ActiveLearningWorkChain(WorkChain):
         self.ctx.round_started = time.time()
         self.ctx.times = {}
         hyperparameters = self.inputs.hyperparameters.get_dict() if 'hyperparameters' in self.inputs else {}
+        warm = self.inputs.warm_start.value if 'warm_start' in self.inputs else \
+            get_kind(self.inputs.model_kind.value).training.warm_start
+        parents = self.ctx.models if warm and 'models' in self.ctx else {}
         for target in self.ctx.targets:
             builder = TrainingCalculation.get_builder()
             builder.code = self.inputs.training_code
@@ -229,8 +235,11 @@ class ActiveLearningWorkChain(WorkChain):
             builder.model_kind = self.inputs.model_kind
             builder.hyperparameters = orm.Dict({**hyperparameters, **({'target': target} if target in RADNET_TARGETS else {})})
             builder.metadata.call_link_label = f'train_round{self.ctx.round}_{target}'
+            if target in parents:
+                builder.parent_model = parents[target]
             self.to_context(**{f'train_{target}': self.submit(builder)})
-        self.report(f'round {self.ctx.round}: training {self.ctx.targets} on {self.ctx.dataset.size} labels')
+        self.report(f'round {self.ctx.round}: training {self.ctx.targets} on {self.ctx.dataset.size} labels'
+                    + (' from the last round\'s models' if parents else ''))
 
     def inspect_training(self):
         self.ctx.models = {}

@@ -178,6 +178,10 @@ def test_two_round_mg_campaign(abinit_code, pseudo_families, python_code):
     dataset = results['dataset']
     assert dataset.kind == 'mg_strain' and dataset.size == 7 and set(results['models']) == {'pcamlp'}
     assert len(campaign_rounds(node)) == 2  # round 1 labels two picks, round 2 trains on all and stops
+    # round 2 warm-starts from round 1's model (the pcamlp default), with the link on record
+    first, second = sorted((n for n in node.called if n.process_label == 'TrainingCalculation'), key=lambda n: n.ctime)
+    assert 'parent_model' not in first.inputs and second.inputs.parent_model.uuid == first.outputs.model.uuid
+    assert 'warm start from parent.pt' in second.outputs.retrieved.base.repository.get_object_content('training.log')
     decisions = [n for n in node.called if n.process_label == 'score_pool'][0].outputs.decisions.get_dict()
     assert set(decisions['scales']) == {'free_energy', 'R'} and len(decisions['picks']) == 2
     assert [p['rule'] for p in decisions['picks']] == [acq.SPREAD_RULE, acq.INSTABILITY_RULE]

@@ -13,7 +13,9 @@ import numpy as np
 import torch
 
 from ...physics.stress import VOIGT_PAIRS, cauchy_stress_map, voigt_to_tensor
+from .. import checkpoint
 from ..common import standardization
+from ..radnet.predict import torch_threads
 from .data import model_arrays, units
 from .model import DEFAULT_FIELDS, DEFAULT_HEADS, PCAMLPCommittee, default_hyperparameters, save
 from .network import quadratic_feature_gradients, quadratic_features
@@ -98,7 +100,8 @@ def _quadratic_stress(model: PCAMLPCommittee, x: torch.Tensor, stress_map: torch
 
 
 def fit_pcamlp(deformations, scalars: dict, fields: dict | None = None, hyperparameters: dict | None = None, *,
-               stress=None, settings: FitSettings | None = None, log: Callable[[str], None] | None = None):
+               stress=None, settings: FitSettings | None = None, log: Callable[[str], None] | None = None,
+               parent: PCAMLPCommittee | None = None):
     """Fit PCA bases, standardizations and the committee; returns (model, history).
 
     deformations: (N, 6); scalars: head name -> (N,) or (N, n_out) arrays (heads absent from
@@ -109,8 +112,17 @@ def fit_pcamlp(deformations, scalars: dict, fields: dict | None = None, hyperpar
     stress: ABINIT's Cauchy stress (N, 3, 3), Ha/Bohr³, of the relaxed cells. With it the F head is
     also fitted to σ through its derivative with respect to D (`Slopes`, `settings.stress_weight`): six more
     numbers per configuration, the same energy surface. Its members' F and σ are then consistent.
+
+    parent: a committee fitted before (the last active-learning round's) to warm-start from: the PCA bases,
+    standardizations and quadratic parts are fitted on these data as always; each net whose layers match the
+    parent's in shape starts from its weights and trains with `settings.warm()`'s schedule.
     """
     settings = settings or FitSettings()
+    with torch_threads(settings.threads):
+        return _fit(deformations, scalars, fields, hyperparameters, stress, settings, log, parent)
+
+
+def _fit(deformations, scalars, fields, hyperparameters, stress, settings: FitSettings, log, parent):
     seed, stress_weight = settings.seed, settings.stress_weight
     t_start, cpu_start = time.perf_counter(), time.process_time()
     rng = np.random.default_rng(seed)
@@ -161,6 +173,9 @@ def fit_pcamlp(deformations, scalars: dict, fields: dict | None = None, hyperpar
         model.coef_std[i, :len(c_std)] = torch.as_tensor(c_std)
         y_fields[i, :, :len(c_mean)] = torch.as_tensor((c - c_mean) / c_std)
 
+    warm = {net: parent is not None and _warm_start(model, parent, net) for net in ('scalar_net', 'field_net')}
+    if log and parent is not None:
+        log(f'warm start from the parent model: {", ".join(n for n, done in warm.items() if done) or "no net matches"}')
     x_all = model._inputs(d_in).float()
     splits = member_splits(n, hyper['n_members'], settings.bootstrap, settings.val_fraction, rng)
     history = {'pca_seconds': pca_seconds, 'pca_cpu_seconds': pca_cpu_seconds,
@@ -182,17 +197,19 @@ def fit_pcamlp(deformations, scalars: dict, fields: dict | None = None, hyperpar
             weights = _fit_quadratic(x64, y_fields)
             y_fields = _to_residual(model, 'fields', x64, y_fields, weights, model.field_dims,
                                     per_column=hyper['coefficient_scaling'] != 'field')
+    history['warm_start'] = {net: bool(done) for net, done in warm.items()}
     if model.head_names:
+        run = settings.warm() if warm['scalar_net'] else settings
         history['scalars'] = train_stacked(model.scalar_net, x_all, y_scalars, model.output_mask('scalars'), splits,
-                                           settings, epochs=settings.epochs, lbfgs_iterations=settings.lbfgs_iterations,
-                                           batch_size=settings.batch_size, rng=rng, log=log, label='scalars',
-                                           group_names=model.head_names, slopes=slopes)
+                                           run, epochs=run.epochs, lbfgs_iterations=run.lbfgs_iterations,
+                                           batch_size=run.batch_size, rng=rng, log=log, label='scalars',
+                                           group_names=model.head_names, slopes=slopes, warm=warm['scalar_net'])
     if model.field_names:
+        run = settings.warm() if warm['field_net'] else settings
         history['fields'] = train_stacked(model.field_net, x_all, y_fields, model.output_mask('fields'), splits,
-                                          settings, epochs=settings.field_epochs,
-                                          lbfgs_iterations=settings.field_lbfgs_iterations,
-                                          batch_size=settings.field_batch_size or settings.batch_size, rng=rng,
-                                          log=log, label='fields', group_names=model.field_names)
+                                          run, epochs=run.field_epochs, lbfgs_iterations=run.field_lbfgs_iterations,
+                                          batch_size=run.field_batch_size or run.batch_size, rng=rng,
+                                          log=log, label='fields', group_names=model.field_names, warm=warm['field_net'])
     history['train_seconds'] = time.perf_counter() - t_start
     # CPU time of the process: a fairer measure than wall time on a machine shared with other jobs
     history['train_cpu_seconds'] = time.process_time() - cpu_start
@@ -200,11 +217,30 @@ def fit_pcamlp(deformations, scalars: dict, fields: dict | None = None, hyperpar
     return model, history
 
 
-def train_from_dataset(arrays: dict, attributes: dict, hyperparameters: dict, model_path, log=print):
+def _warm_start(model: PCAMLPCommittee, parent: PCAMLPCommittee, net: str) -> bool:
+    """Copy the parent's hidden layers of `net` ('scalar_net' or 'field_net') into `model` where the net stacks the
+    same heads or fields and its hidden layers have the same shapes; True if copied. The output layer is left:
+    the targets (standardization, quadratic part, PCA basis) are refitted, so `train_stacked(warm=True)` solves
+    it first."""
+    names = 'head_names' if net == 'scalar_net' else 'field_names'
+    mine, theirs = getattr(model, net), getattr(parent, net)
+    if getattr(model, names) != getattr(parent, names) or len(mine.weights) != len(theirs.weights):
+        return False
+    pairs = list(zip([*mine.weights[:-1], *mine.biases[:-1]], [*theirs.weights[:-1], *theirs.biases[:-1]]))
+    if not pairs or any(a.shape != b.shape for a, b in pairs):
+        return False
+    with torch.no_grad():
+        for a, b in pairs:
+            a.copy_(b)
+    return True
+
+
+def train_from_dataset(arrays: dict, attributes: dict, hyperparameters: dict, model_path, log=print, parent=None):
     """The training entry point's hook (`ml.registry`): fit a committee on the columns of an 'mg_strain'
     dataset (the F head also on the stress) and write it to `model_path`.
 
     `hyperparameters`: the model's under 'hyperparameters', the rest `FitSettings` fields (epochs, l2, ...).
+    `parent`: a 'pcamlp' model file to warm-start from (`fit_pcamlp`).
     """
     values = dict(hyperparameters or {})
     hyper = values.pop('hyperparameters', {})
@@ -212,11 +248,13 @@ def train_from_dataset(arrays: dict, attributes: dict, hyperparameters: dict, mo
     named = model_arrays(arrays)
     scalars = {name: named[name] for name in DEFAULT_HEADS if name in named}
     fields = {name: named[name] for name in DEFAULT_FIELDS if name in named}
+    parent_model = checkpoint.load(parent)[0] if parent is not None else None
     model, history = fit_pcamlp(named['D'], scalars, fields, hyper, stress=named.get('stress'), settings=settings,
-                                log=log)
+                                log=log, parent=parent_model)
     metadata = {'inputs': 'D = (λa, λb, λc, θa, θb, θc), angles in degrees',
                 'units': units([*model.head_names, *model.field_names]),
                 'n_train': int(len(named['D'])), 'train_seconds': history['train_seconds'],
+                'train_cpu_seconds': history['train_cpu_seconds'], 'warm_start': history['warm_start'],
                 'settings': {k: v for k, v in values.items() if isinstance(v, (int, float, str, bool))}}
     save(model_path, model, metadata=metadata, history=history)
     return model, history

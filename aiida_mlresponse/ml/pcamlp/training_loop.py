@@ -28,6 +28,19 @@ class FitSettings:
     on a bootstrap sample (`bootstrap`; else a split leaving out `val_fraction`) and keeps the weights of
     its lowest validation loss, checked every `eval_every` epochs. `time_budget_s` caps each of the two
     stages. `stress_weight`: weight of ABINIT's stress in the F head's loss (0: values only).
+
+    Early stopping (`patience`): Adam stops after `patience` checks in a row (every `eval_every` epochs)
+    in which the members' mean best validation loss fell by no more than `min_delta` (relative), L-BFGS
+    likewise per head or field (checked every 50 iterations); None trains the full counts. On the 56
+    `fast` Mg labels of a campaign's second round the validation loss stopped falling within the first
+    few checks of every L-BFGS stage while the full counts ran 8 x 1000 iterations.
+
+    Warm start (`fit.fit_pcamlp` with a parent model): the nets start from the parent's hidden layers with
+    their output layer solved for the new targets, and train for the `warm_*` counts at `warm_lr`:
+    the parent already learnt the surface, so the fit only follows the new labels
+    (benchmarks/warm_start.py measures the counts against a cold fit). `threads`: torch's intra-op
+    threads during the fit (None: leave them). One thread: the nets are small and a second thread
+    spin-waits on a shared machine (56 Mg labels under load 7: 18x the CPU seconds of one thread).
     """
 
     stress_weight: float = 1.0
@@ -47,6 +60,14 @@ class FitSettings:
     seed: int = 0
     time_budget_s: float | None = None
     log_every: int = 100
+    patience: int | None = 5
+    min_delta: float = 1e-3
+    threads: int | None = 1
+    warm_epochs: int = 30
+    warm_lbfgs_iterations: int = 300
+    warm_field_epochs: int = 10
+    warm_field_lbfgs_iterations: int = 300
+    warm_lr: float = 1e-4
 
     @classmethod
     def from_dict(cls, values: dict | None) -> 'FitSettings':
@@ -56,6 +77,12 @@ class FitSettings:
         if unknown:
             raise ValueError(f'unknown pcamlp fit settings {unknown}: known are {known} (and `hyperparameters`).')
         return cls(**(values or {}))
+
+    def warm(self) -> 'FitSettings':
+        """These settings with the warm-start schedule (the `warm_*` counts and learning rate)."""
+        return dataclasses.replace(self, epochs=self.warm_epochs, lbfgs_iterations=self.warm_lbfgs_iterations,
+                                   field_epochs=self.warm_field_epochs, lr=self.warm_lr,
+                                   field_lbfgs_iterations=self.warm_field_lbfgs_iterations)
 
 
 def member_splits(n: int, k: int, bootstrap: bool, val_fraction: float, rng: np.random.Generator):
@@ -77,7 +104,7 @@ def train_stacked(
     net: StackedMLP, x_all: torch.Tensor, y_all: torch.Tensor, mask: torch.Tensor, splits, settings: FitSettings, *,
     epochs: int, lbfgs_iterations: int, batch_size: int, rng: np.random.Generator,
     log: Callable[[str], None] | None, label: str, group_names: list[str], lbfgs_chunk: int = 50,
-    slopes: 'Slopes | None' = None,
+    slopes: 'Slopes | None' = None, warm: bool = False,
 ) -> dict:
     """Train a stacked net of G x K members, member g*K + k fitting output group g on the data of split k.
 
@@ -93,6 +120,8 @@ def train_stacked(
 
     `slopes` adds to the loss of one group's members the mean squared error of their input gradients
     mapped by `slopes.jacobian` (for F: the stress), see `Slopes`; validation stays on the values.
+    Adam, and L-BFGS group by group, stop early on a plateau of the validation loss (``settings.patience``).
+    `warm`: the net holds a parent's weights; its output layer is first solved for these targets.
     """
     lr, lr_final, l2, eval_every = settings.lr, settings.lr_final, settings.l2, settings.eval_every
     time_budget_s, log_every, refit_output = settings.time_budget_s, settings.log_every, settings.refit_output
@@ -146,11 +175,14 @@ def train_stacked(
     def over_budget() -> bool:
         return time_budget_s is not None and time.perf_counter() - t_start > time_budget_s
 
+    if warm and refit_output:  # the parent's features, an output layer for the new targets (and PCA basis)
+        _refit_output_layer(net, x_all, y_members, member_mask, train_index, l2, slopes=slopes, k=k)
     epoch = 0
-    if has_val:  # the untrained members, so the curve shows what training gained
+    if has_val:  # the untrained (or warm-started) members, so the curve shows what training gained
         history['epoch'].append(0)
         history['train_loss'].append(float('nan'))
         history['val_loss'].append(_keep_best())
+    plateau = _Plateau(best_loss, slice(None), settings.patience if has_val else None, settings.min_delta)
     for epoch in range(1, epochs + 1):
         # each committee member its own shuffle of its own sample, the same for all its groups
         order = torch.as_tensor(np.stack([rng.permutation(row) for row in train_np]), dtype=torch.long).repeat(g, 1)
@@ -163,10 +195,12 @@ def train_stacked(
             epoch_loss += loss.item() / k
         scheduler.step()
         stop = over_budget()
+        plateaued = False
         if has_val and (epoch % eval_every == 0 or epoch == epochs or stop):
             history['epoch'].append(epoch)
             history['train_loss'].append(epoch_loss / n_batches)
             history['val_loss'].append(_keep_best())
+            plateaued = plateau.stalled()
         if log and (epoch % log_every == 0 or epoch == 1):
             val_text = f' val {history["val_loss"][-1]:.3e}' if history['val_loss'] else ''
             log(f'{label} epoch {epoch:5d} train {epoch_loss / n_batches:.3e}{val_text} '
@@ -174,15 +208,20 @@ def train_stacked(
         if stop:
             history['stopped_early'] = True
             break
+        if plateaued:
+            if log:
+                log(f'{label} Adam stops at epoch {epoch}: validation loss on a plateau')
+            break
     history['epochs_run'] = epoch
     history['adam_seconds'] = time.perf_counter() - t_start
 
     # Full-batch L-BFGS on each member's own (bootstrap) sample: the smooth, low-noise regression
     # the seed poses is fitted an order of magnitude tighter than by Adam alone in the same time.
     # One group (head or field) at a time: a line search shared by all groups fits each less well.
-    lbfgs_done = 0
+    lbfgs_done, history['lbfgs_iterations_per_group'] = 0, {}
     for i, name in enumerate(group_names if lbfgs_iterations and not history['stopped_early'] else []):
         members = slice(i * k, (i + 1) * k)
+        plateau = _Plateau(best_loss, members, settings.patience if has_val else None, settings.min_delta)
         sub = net.subset(members)
         optimizer = torch.optim.LBFGS(sub.parameters(), lr=1.0, max_iter=lbfgs_chunk, history_size=50,
                                       line_search_fn='strong_wolfe', tolerance_grad=1e-12, tolerance_change=1e-16)
@@ -197,11 +236,16 @@ def train_stacked(
             loss = optimizer.step(closure)
             net.assign(members, sub)
             lbfgs_done = max(lbfgs_done, (chunk + 1) * lbfgs_chunk)
+            history['lbfgs_iterations_per_group'][name] = (chunk + 1) * lbfgs_chunk
             val_text = f' val {_keep_best():.3e}' if has_val else ''
             if log:
                 log(f'{label} L-BFGS {name} iteration {(chunk + 1) * lbfgs_chunk} loss {loss.item():.3e}{val_text}')
             if over_budget():
                 history['stopped_early'] = True
+                break
+            if plateau.stalled():
+                if log:
+                    log(f'{label} L-BFGS {name} stops: validation loss on a plateau')
                 break
         if history['stopped_early']:
             break
@@ -226,6 +270,26 @@ def train_stacked(
     history['seconds'] = time.perf_counter() - t_start
     history['cpu_seconds'] = time.process_time() - cpu_start  # CPU time of this process (all its threads)
     return history
+
+
+class _Plateau:
+    """Counts the checks since the mean best validation loss of some members last fell by more than
+    `min_delta` (relative); `stalled()` (call it after each check) is True after `patience` of them."""
+
+    def __init__(self, best_loss: torch.Tensor, members: slice, patience: int | None, min_delta: float):
+        self.best_loss, self.members, self.patience, self.min_delta = best_loss, members, patience, min_delta
+        self.reference, self.waited = self._current(), 0
+
+    def _current(self) -> float:
+        return float(self.best_loss[self.members].mean())
+
+    def stalled(self) -> bool:
+        current = self._current()
+        if current < self.reference * (1.0 - self.min_delta):
+            self.reference, self.waited = current, 0
+        else:
+            self.waited += 1
+        return self.patience is not None and self.waited >= self.patience
 
 
 def _local_members(members: slice, start: int, stop: int, m: int) -> slice | None:

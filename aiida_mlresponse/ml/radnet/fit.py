@@ -139,7 +139,8 @@ def train_committee(cubes: torch.Tensor, positions, targets, cell, n_members: in
                     member_hyperparameters: dict | None = None, density: dict | None = None,
                     config: TrainingConfig | None = None, resampling: str = 'bootstrap', holdout: float = 0.2,
                     target: str | None = None, log=print, seed: int = 0, folds: int = 5, shrink: bool = True,
-                    cnn: bool = True, shared_projection: bool = False, coverage: float | None = None):
+                    cnn: bool = True, shared_projection: bool = False, coverage: float | None = None,
+                    parent: Committee | None = None):
     """Train a committee on all the configurations given (the caller keeps its own test set apart).
 
     With ``member_hyperparameters['taylor'] = {'degree': d, 'n_atoms': N, 'alpha': a}`` and/or
@@ -155,6 +156,8 @@ def train_committee(cubes: torch.Tensor, positions, targets, cell, n_members: in
     of all the configurations' cubes, so a prediction projects each cube once; members then differ by their
     coefficients only. With `coverage` (needs heads), ``committee.hyperparameters['spread_calibration']`` holds
     `calibration.fit_spread_calibration` of the central heads' out-of-fold residuals against the members' spread.
+    With a `parent` committee (a previous round's), member k's CNN starts from the parent's member k wherever a
+    tensor has the same shape (heads, standardizations and the output layer are set again from these data).
     """
     config = config or TrainingConfig()
     member_hp = complete_hyperparameters(member_hyperparameters)
@@ -182,8 +185,11 @@ def train_committee(cubes: torch.Tensor, positions, targets, cell, n_members: in
     for k, member in enumerate(committee.members):
         member_seed = seed + 1000 * k
         torch.manual_seed(member_seed)
-        fresh = RadNet(member_hp)  # its own initialization from the member's seed
-        member.load_state_dict(fresh.state_dict())
+        fresh = RadNet(member_hp).state_dict()  # its own initialization from the member's seed
+        if parent is not None and k < len(parent.members):
+            fresh.update({name: value for name, value in parent.members[k].state_dict().items()
+                          if name in fresh and value.shape == fresh[name].shape})
+        member.load_state_dict(fresh)
         train_indices, validation_indices = resample(len(targets), member_seed, resampling, holdout)
         residual = targets
         if with_heads:
@@ -342,13 +348,14 @@ def dielectric_targets(tensors) -> np.ndarray:
 
 
 def fit_committee(positions, cell, numbers, targets, target: str, hyperparameters: dict | None = None, log=print,
-                  seed: int = 0, cubes: torch.Tensor | None = None):
+                  seed: int = 0, cubes: torch.Tensor | None = None, parent: Committee | None = None):
     """Fit a radnet committee to configurations of one cell; the whole recipe is in `hyperparameters`.
 
     positions (n, N, 3) Bohr, cell (3, 3) Bohr (rows), numbers (N,), targets (n, 3) P in e/Bohr² (branch
     fixed) for ``target='polarization'`` or (n, 6) Voigt ε∞ (`dielectric_targets`) for ``'dielectric'``.
     hyperparameters: overrides of DEFAULT_FIT_HYPERPARAMETERS. log: callable taking a line (None: silent).
     cubes: the density cubes of `positions` if already made (must match the density hyperparameters).
+    parent: a committee to warm-start the members' CNNs from (`train_committee`; nothing to start without `cnn`).
 
     Returns (committee, results): ``committee.hyperparameters['fit']`` holds the completed hyperparameters and
     the head chosen; results[k] is member k's `training_loop.TrainingResult` (``curve_arrays()`` for checkpoints,
@@ -400,14 +407,15 @@ def fit_committee(positions, cell, numbers, targets, target: str, hyperparameter
         cubes, positions, targets, cell, n_members=n_members, member_hyperparameters=member, density=density,
         config=config, resampling=hp['resampling'], holdout=hp['holdout'], target=target, log=log, seed=seed,
         folds=hp['head']['folds'] if hp['head'] is not None else 0, shrink=bool(hp['shrink']), cnn=bool(hp['cnn']),
-        shared_projection=bool(hp['head'] and hp['head']['shared_projection']), coverage=hp['coverage'])
+        shared_projection=bool(hp['head'] and hp['head']['shared_projection']), coverage=hp['coverage'], parent=parent)
     committee.hyperparameters['fit'] = dict(hp, chosen_head=chosen_head)
     return committee, results
 
 
-def train_from_dataset(arrays: dict, attributes: dict, hyperparameters: dict, model_path, log=print):
+def train_from_dataset(arrays: dict, attributes: dict, hyperparameters: dict, model_path, log=print, parent=None):
     """The training entry point's hook (`ml.registry`): fit a committee on the columns of a 'response' dataset
-    (positions and cells in Å, P in e/Bohr², ε∞) and write it to `model_path`."""
+    (positions and cells in Å, P in e/Bohr², ε∞) and write it to `model_path`; `parent`: a 'radnet_committee'
+    model file to warm-start the CNNs from (`fit_committee`)."""
     hyperparameters = dict(hyperparameters)
     target = hyperparameters.pop('target', 'polarization')
     seed = int(hyperparameters.pop('seed', 0))
@@ -418,8 +426,9 @@ def train_from_dataset(arrays: dict, attributes: dict, hyperparameters: dict, mo
     positions = np.asarray(arrays['positions'], dtype=float) * ANGSTROM_TO_BOHR
     numbers = np.asarray(attributes['atomic_numbers'], dtype=int)
     targets = arrays['polarization'] if target == 'polarization' else tensor_to_voigt(arrays['dielectric_tensor'])
+    parent_committee = checkpoint.load(parent)[0] if parent is not None else None
     committee, results = fit_committee(positions, cell, numbers, np.asarray(targets, dtype=float), target,
-                                       hyperparameters=hyperparameters, log=log, seed=seed)
+                                       hyperparameters=hyperparameters, log=log, seed=seed, parent=parent_committee)
     metadata = model_metadata(committee, target, cell, numbers, len(positions))
     curves = {f'member_{k}': result.curve_arrays() for k, result in enumerate(results)}
     checkpoint.save(model_path, committee, metadata=metadata, curves=curves)
