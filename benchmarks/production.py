@@ -152,7 +152,7 @@ def daemon_cpu_seconds(config_dir: pathlib.Path, name: str) -> float:
     pids = [circus, *map(int, children)]
     pids += [int(p.read_text().split()[-1]) for p in (config_dir / 'broker').glob('*/broker.pid')]
     total = 0
-    for pid in pids:
+    for pid in set(pids):  # the broker is circus's child and has a pid file: count it once
         fields = pathlib.Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / os.sysconf('SC_CLK_TCK')

@@ -85,6 +85,9 @@ def ensure_computer():
         computer.configure()
     # Serial ABINIT jobs: on a small machine several serial runs beat one MPI run.
     computer.set_default_mpiprocs_per_machine(1)
+    # presto polls localhost every second; each poll costs the daemon ~20 ms per running job, most of its CPU for a
+    # `fast` label (4.7 CPU s a job at 1 s, 2.0 at 5 s, measured in-process); labels take tens of seconds or more.
+    computer.set_minimum_job_poll_interval(max(computer.get_minimum_job_poll_interval() or 0, 5.0))
     return computer, created
 
 
