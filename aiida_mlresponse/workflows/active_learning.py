@@ -35,6 +35,7 @@ from aiida_mlresponse.data.dataset import DatasetData
 from aiida_mlresponse.ml.registry import get_kind
 from aiida_mlresponse.workflows.al_steps import evaluate_models, record_round, score_pool
 from aiida_mlresponse.workflows.labels import LabelsWorkChain
+from aiida_mlresponse.workflows.launch import submit_once
 
 TrainingCalculation = CalculationFactory('mlresponse.train')
 
@@ -178,17 +179,18 @@ class ActiveLearningWorkChain(WorkChain):
         return 'initial' in self.inputs and 'dataset' not in self.inputs
 
     def _labelling(self, configurations, dataset=None):
-        inputs = self.exposed_inputs(LabelsWorkChain, namespace='labelling')
-        inputs.update(kind=orm.Str(self.ctx.dataset_kind), configurations=configurations,
-                      min_success_fraction=orm.Float(1.0 - self.inputs.max_failed_fraction.value))
+        builder = LabelsWorkChain.get_builder()
+        builder._update(self.exposed_inputs(LabelsWorkChain, namespace='labelling'))
+        builder._update(kind=orm.Str(self.ctx.dataset_kind), configurations=configurations,
+                        min_success_fraction=orm.Float(1.0 - self.inputs.max_failed_fraction.value))
         if dataset is not None:
-            inputs['dataset'] = dataset
+            builder.dataset = dataset
         if 'reference_arrays' in self.ctx:
-            inputs['reference_arrays'] = self.ctx.reference_arrays
-        return inputs
+            builder.reference_arrays = self.ctx.reference_arrays
+        return builder
 
     def label_initial(self):
-        node = self.submit(LabelsWorkChain, **self._labelling(self.inputs.initial))
+        node = submit_once(self, self._labelling(self.inputs.initial), 'labels_initial')  # once, even across a daemon kill
         self.ctx.labels_run += len(self.inputs.initial.get_array(self.inputs.initial.get_arraynames()[0]))
         self.report(f'labelling the initial configurations: {node.process_label}<{node.pk}>')
         return self.to_context(labels=node)
@@ -314,7 +316,7 @@ class ActiveLearningWorkChain(WorkChain):
     def label_picks(self):
         picks = self.ctx.picks
         self.ctx.labels_run += len(picks.get_array('configuration_index'))
-        node = self.submit(LabelsWorkChain, **self._labelling(picks, self.ctx.dataset))
+        node = submit_once(self, self._labelling(picks, self.ctx.dataset), f'labels_round{self.ctx.round}')
         self.report(f'round {self.ctx.round}: labelling {picks.get_array("configuration_index").tolist()}: {node.process_label}<{node.pk}>')
         return self.to_context(labels=node)
 
