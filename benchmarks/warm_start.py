@@ -13,8 +13,8 @@ training rows among the first `--round1` labels, and on all the training rows (r
 
 by CPU seconds of the fit (`time.process_time`, all threads; the parent's own fit not counted) and the test
 errors: F MAE and max (mHa), the Cauchy stress against ABINIT's (GPa), ρ NRMSE (%), the mean position error of R.
-`--threads-probe` also times 100 L-BFGS iterations per head at 1 and 2 torch threads (the training's thread
-count). Writes benchmarks/results/warm_start.json.
+`--threads-probe` first times 50 L-BFGS iterations per head of the scalar nets at 1 and 2 torch threads
+(`FitSettings.threads`). Writes benchmarks/results/warm_start.json.
 """
 
 from __future__ import annotations
@@ -66,10 +66,10 @@ def stage_counts(history) -> dict:
 
 
 def threads_probe(data, rows) -> list:
-    """CPU and wall seconds of the scalar nets' L-BFGS (100 iterations per head) at 1 and 2 torch threads."""
+    """CPU and wall seconds of the scalar nets' L-BFGS (50 iterations per head) at 1 and 2 torch threads."""
     out = []
     for threads in (1, 2):
-        settings = FitSettings(epochs=0, lbfgs_iterations=100, field_epochs=0, field_lbfgs_iterations=0,
+        settings = FitSettings(epochs=0, lbfgs_iterations=50, field_epochs=0, field_lbfgs_iterations=0,
                                patience=None, threads=threads)
         _, history = fit(data, rows, settings)
         out.append({'threads': threads, 'cpu_seconds': history['scalars']['cpu_seconds'],
@@ -83,6 +83,7 @@ def main(argv=None):
     parser.add_argument('--data', required=True, help='an mg_strain dataset file of an active-learning campaign')
     parser.add_argument('--round1', type=int, default=40, help='labels of round 1 (the first rows)')
     parser.add_argument('--folds', type=int, default=4)
+    parser.add_argument('--run-folds', type=int, default=None, help='run only the first this many folds (time)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--threads-probe', action='store_true')
     parser.add_argument('--out', default=str(RESULTS / 'warm_start.json'))
@@ -91,8 +92,9 @@ def main(argv=None):
     n = len(data['D'])
     order = np.argsort(data['configuration_index'], kind='stable')  # labelling order
     folds = np.array_split(np.random.default_rng(args.seed).permutation(n), args.folds)
+    probe = threads_probe(data, np.arange(n)) if args.threads_probe else None
     rows = []
-    for f, test in enumerate(folds):
+    for f, test in enumerate(folds[:args.run_folds]):
         train = np.setdiff1d(np.arange(n), test)
         round1 = np.intersect1d(train, order[:args.round1])
         parent, parent_history = fit(data, round1, FitSettings())
@@ -105,26 +107,31 @@ def main(argv=None):
             print(f'fold {f} {name}: ' + ', '.join(f'{k} {v:.4g}' for k, v in row[name].items() if k != 'stages'),
                   flush=True)
         rows.append(row)
-    summary = {name: {key: float(np.mean([row[name][key] for row in rows])) for key in row[name] if key != 'stages'}
+        result = write(args, data, rows, probe)
+    for name, values in result['summary_mean_over_folds'].items():
+        print(f'{name:14s} ' + ', '.join(f'{k} {v:.4g}' for k, v in values.items()))
+    print('wrote', args.out)
+
+
+def write(args, data, rows, probe) -> dict:
+    """The results of the folds run so far, written to `args.out` (a long run leaves what it has)."""
+    summary = {name: {key: float(np.mean([row[name][key] for row in rows])) for key in rows[0][name] if key != 'stages'}
                for name in SCHEDULES}
     for name in SCHEDULES:
         summary[name]['F_max_mHa'] = float(max(row[name]['F_max_mHa'] for row in rows))
     result = {
         'description': __doc__.split('\n\n')[1].strip(),
-        'data': f'{pathlib.Path(args.data).name}: {n} labels of a strained-Mg campaign (ABINIT `fast`)',
-        'settings': {'round1': args.round1, 'folds': args.folds, 'seed': args.seed,
+        'data': f'{pathlib.Path(args.data).name}: {len(data["D"])} labels of a strained-Mg campaign (ABINIT `fast`)',
+        'settings': {'round1': args.round1, 'folds': args.folds, 'folds_run': len(rows), 'seed': args.seed,
                      'fit_settings': dataclasses.asdict(FitSettings())},
         'summary_mean_over_folds': summary,
         'summary_note': 'means over the folds; F_max_mHa is the largest over all folds',
         'folds': rows,
         'load_average_at_end': os.getloadavg()[0],
+        **({'threads_probe': probe} if probe else {}),
     }
-    if args.threads_probe:
-        result['threads_probe'] = threads_probe(data, np.arange(n))
     pathlib.Path(args.out).write_text(json.dumps(result, indent=1))
-    for name, values in summary.items():
-        print(f'{name:14s} ' + ', '.join(f'{k} {v:.4g}' for k, v in values.items()))
-    print('wrote', args.out)
+    return result
 
 
 if __name__ == '__main__':

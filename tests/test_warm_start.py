@@ -93,3 +93,28 @@ def test_training_refuses_a_parent_of_another_kind(aiida_profile, python_code, t
     builder.parent_model = ModelData.from_checkpoint(path).store()
     with pytest.raises(ValueError, match='warm-starts from a `radnet_committee` model, got a `pcamlp` model'):
         run_get_node(builder)
+
+
+@pytest.mark.usefixtures('one_torch_thread')
+def test_radnet_members_start_from_the_parent_cnn():
+    from aiida_mlresponse.ml.radnet.fit import fit_committee
+    from aiida_mlresponse.ml.radnet.hdf5 import load_radnet_h5
+
+    from .conftest import RADNET_DATA
+
+    data = load_radnet_h5(RADNET_DATA / 'GaAs.h5').subset(np.arange(12))
+    hyper = {'head': None, 'cnn': True, 'n_members': 2, 'training': {'epochs': 1}}
+
+    def fit(parent=None, seed=0):
+        return fit_committee(data.positions, data.cell, data.numbers, data.polarization, 'polarization', hyper,
+                             log=None, seed=seed, parent=parent)[0]
+
+    parent = fit(seed=5)
+    warm, cold = fit(parent), fit()
+
+    def distance(committee):  # the hidden layers of member 0 (the output layer starts at zero in every fit)
+        pairs = [(p, q) for (name, p), q in zip(committee.members[0].atom_network.named_parameters(),
+                                                parent.members[0].atom_network.parameters()) if 'output' not in name]
+        return sum(float((p - q).norm()) for p, q in pairs)
+
+    assert distance(warm) < 0.1 * distance(cold)
