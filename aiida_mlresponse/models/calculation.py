@@ -5,6 +5,8 @@ creates `mlresponse-python@localhost`; on a cluster, point an InstalledCode at t
 node's environment). The dataset travels as its schema-checked `.npz` file (`DatasetData.export_npz`), the
 model comes back as a checkpoint file (ml/checkpoint.py format) stored in a `ModelData` node, with the
 training curves beside it. The model kinds it accepts, and the dataset each needs, are `ml.registry`'s.
+With a `parent_model` (the last active-learning round's) the training warm-starts from it: its file travels
+beside the dataset and the provenance graph links the new model to the one it started from.
 
 Exit codes follow the package's table (`abinit/exit_codes.py`: 3xx files and parsing, 4xx run failures),
 in the numbers that table leaves to other CalcJobs.
