@@ -32,15 +32,16 @@ class FitSettings:
     Early stopping (`patience`): Adam stops after `patience` checks in a row (every `eval_every` epochs)
     in which the members' mean best validation loss fell by no more than `min_delta` (relative), L-BFGS
     likewise per head or field (checked every 50 iterations); None trains the full counts. On the 56
-    `fast` Mg labels of a campaign's second round the validation loss stopped falling within the first
-    few checks of every L-BFGS stage while the full counts ran 8 x 1000 iterations.
+    `fast` Mg labels of a campaign's second round the validation loss of F, U, -TS, u rose from the first
+    L-BFGS check on (that of the others moved by < 3 % after 200 iterations) while the full counts ran 8 x 1000
+    iterations: early stopping took 58-66 CPU s to 25, the same test errors (benchmarks/warm_start.py).
 
     Warm start (`fit.fit_pcamlp` with a parent model): the nets start from the parent's hidden layers with
-    their output layer solved for the new targets, and train for the `warm_*` counts at `warm_lr`:
-    the parent already learnt the surface, so the fit only follows the new labels
-    (benchmarks/warm_start.py measures the counts against a cold fit). `threads`: torch's intra-op
-    threads during the fit (None: leave them). One thread: the nets are small and a second thread
-    spin-waits on a shared machine (56 Mg labels under load 7: 18x the CPU seconds of one thread).
+    their output layer solved for the new targets, and train for the `warm_*` counts at `warm_lr` (a tenth
+    of `lr`: the parent already fits the surface, a large step would undo it; the L-BFGS counts are caps, its
+    plateau stops it first). `threads`: torch's intra-op threads during the fit (None: leave them). One: the
+    nets are small, and on a shared machine a second thread spin-waits (the scalar nets' L-BFGS on 56 Mg
+    labels at load 7-11: 14-18x the CPU seconds of one thread, 13x the wall time).
     """
 
     stress_weight: float = 1.0
