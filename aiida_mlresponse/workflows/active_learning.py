@@ -35,7 +35,7 @@ from aiida_mlresponse.data.dataset import DatasetData
 from aiida_mlresponse.ml.registry import get_kind
 from aiida_mlresponse.workflows.al_steps import evaluate_models, record_round, score_pool
 from aiida_mlresponse.workflows.labels import LabelsWorkChain
-from aiida_mlresponse.workflows.launch import submit_once
+from aiida_mlresponse.workflows.launch import called_by_label, submit_once
 
 TrainingCalculation = CalculationFactory('mlresponse.train')
 
@@ -230,16 +230,17 @@ class ActiveLearningWorkChain(WorkChain):
         warm = self.inputs.warm_start.value if 'warm_start' in self.inputs else \
             get_kind(self.inputs.model_kind.value).training.warm_start
         parents = self.ctx.models if warm and 'models' in self.ctx else {}
+        called = called_by_label(self)
         for target in self.ctx.targets:
             builder = TrainingCalculation.get_builder()
             builder.code = self.inputs.training_code
             builder.dataset = self.ctx.dataset
             builder.model_kind = self.inputs.model_kind
             builder.hyperparameters = orm.Dict({**hyperparameters, **({'target': target} if target in RADNET_TARGETS else {})})
-            builder.metadata.call_link_label = f'train_round{self.ctx.round}_{target}'
             if target in parents:
                 builder.parent_model = parents[target]
-            self.to_context(**{f'train_{target}': self.submit(builder)})
+            node = submit_once(self, builder, f'train_round{self.ctx.round}_{target}', called)  # once, even across a daemon kill
+            self.to_context(**{f'train_{target}': node})
         self.report(f'round {self.ctx.round}: training {self.ctx.targets} on {self.ctx.dataset.size} labels'
                     + (' from the last round\'s models' if parents else ''))
 
