@@ -57,6 +57,9 @@ class LaunchesTwice(WorkChain):
 
 
 def test_submit_once_adopts_a_child_already_called_under_its_label(aiida_profile):
+    from aiida.common.log import configure_logging
+
+    configure_logging(with_orm=True)  # reports into the database (an in-process CLI test earlier may have turned that off)
     results, node = run_get_node(LaunchesTwice)
     assert node.is_finished_ok, node.exit_message
     assert results['total'].value == 12
