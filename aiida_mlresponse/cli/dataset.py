@@ -1,4 +1,5 @@
-"""`aiida-mlresponse dataset`: export a `DatasetData` to the schema's `.npz` file, import one back."""
+"""`aiida-mlresponse dataset`: export a `DatasetData` to the schema's `.npz` file, import one back, harvest the
+finished labels of a stopped labelling work chain."""
 
 from __future__ import annotations
 
@@ -45,3 +46,24 @@ def dataset_import(path, label):
         node.label = label
     node.store()
     click.echo(f'{node.kind} dataset <{node.pk}> ({node.uuid}): {node.size} rows')
+
+
+@dataset.command('harvest')
+@click.argument('identifier')
+def dataset_harvest(identifier):
+    """One DatasetData from the configurations the LabelsWorkChain IDENTIFIER (pk or uuid) finished, also when it
+    was killed or stopped before its end (`workflows.labels.harvest_labels`)."""
+    from aiida.orm import WorkChainNode
+
+    node = load_node(identifier, WorkChainNode, 'WorkChainNode')
+    if node.process_label != 'LabelsWorkChain':
+        raise click.ClickException(f'<{node.pk}> is a {node.process_label}, not a LabelsWorkChain.')
+    from aiida_mlresponse.workflows.labels import harvest_labels
+
+    try:
+        harvested = harvest_labels(node)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f'{harvested.kind} dataset <{harvested.pk}> ({harvested.uuid}): {harvested.size} rows from '
+               f'{node.process_label}<{node.pk}> ({node.process_state.value})')
+

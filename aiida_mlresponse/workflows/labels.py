@@ -295,3 +295,22 @@ def collect_dataset(kind: orm.Str, **inputs) -> DatasetData:
         dataset.base.attributes.set(key, value)
     dataset.set_rows(kind.value, rows)
     return dataset
+
+
+def harvest_labels(node) -> DatasetData:
+    """The labels a `LabelsWorkChain` `node` got, finished or not (killed, stopped for good): one DatasetData made
+    by `collect_dataset` from the outputs of every configuration that finished (link label `label_<index>`), after
+    the rows of the dataset it extended. For a campaign stopped early, so that its finished ABINIT runs still give a
+    training set with provenance; for a finished one it gives the rows of its `dataset` output."""
+    from aiida.common.links import LinkType
+
+    kind = node.inputs.kind.value
+    inputs = {'kind': node.inputs.kind, **({'dataset': node.inputs.dataset} if 'dataset' in node.inputs else {})}
+    for link in node.base.links.get_outgoing(link_type=LinkType.CALL_WORK).all():
+        child = link.node
+        if link.link_label.startswith('label_') and child.is_finished_ok and label_rows.has_label_outputs(kind, child):
+            for port, output in label_rows.label_outputs(kind, child).items():
+                inputs[f'row_{int(link.link_label[len("label_"):]):06d}__{port}'] = output
+    if not any(key.startswith('row_') for key in inputs):
+        raise ValueError(f'{node.process_label}<{node.pk}> has no finished configuration to harvest.')
+    return collect_dataset(**inputs)

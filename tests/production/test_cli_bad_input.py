@@ -143,6 +143,12 @@ def test_dataset_bad_input(aiida_profile, files, tmp_path):
     PWNED.unlink(missing_ok=True)
     assert_one_line_error(invoke('dataset', 'import', tmp_path / 'objects.npy'))
     assert not PWNED.exists()
+    assert_one_line_error(invoke('dataset', 'harvest', node.pk), 'not a WorkChainNode')
+    assert_one_line_error(invoke('dataset', 'harvest', 'my-campaign'), 'not a WorkChainNode pk or uuid')
+    other = orm.WorkChainNode()
+    other.set_process_label('ActiveLearningWorkChain')
+    other.store()
+    assert_one_line_error(invoke('dataset', 'harvest', other.pk), 'not a LabelsWorkChain')
 
 
 def test_setup_bad_input(monkeypatch):

@@ -90,6 +90,14 @@ def test_mg_labels_keep_the_good_and_record_the_failed(abinit_code, pseudo_famil
     assert dataset.base.attributes.get('ngfft') == [18, 30, 30]
     good = [n for n in node.called if n.is_finished_ok and n.process_label == 'MgRelaxBaseWorkChain']
     assert {c.uuid for c in calculations_behind(dataset)} == {c.uuid for g in good for c in g.called if isinstance(c, orm.CalcJobNode)}
+    # harvesting the work chain (as for one stopped early) gives the same rows, with the same provenance
+    from aiida_mlresponse.workflows.labels import harvest_labels
+
+    harvested = harvest_labels(node)
+    assert harvested.uuid != dataset.uuid and harvested.creator.process_label == 'collect_dataset'
+    for column in ('configuration_index', 'deformation', 'free_energy', 'stress', 'rho'):
+        np.testing.assert_array_equal(harvested.get_array(column), dataset.get_array(column))
+    assert {c.uuid for c in calculations_behind(harvested)} == {c.uuid for c in calculations_behind(dataset)}
 
 
 def test_sampler_calcfunctions_are_seeded_and_on_record(aiida_profile, bn_structure):
