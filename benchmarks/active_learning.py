@@ -179,11 +179,14 @@ def run_speed(system, data, log, size=10000, repeats=2) -> dict:
     return out
 
 
-def uniform_test_rows(norm, bins=10, per_bin=20, seed=0) -> np.ndarray:
+def uniform_test_rows(norm, bins=10, per_bin=20, seed=0, max_fraction=1.0) -> np.ndarray:
+    """Up to `per_bin` rows of each of `bins` equal-width bins of `norm`, and at most `max_fraction` of a bin's rows
+    (below 1, the pool keeps rows in the sparse tail bins too, so a picking rule can reach them)."""
     edges = np.linspace(norm.min(), norm.max(), bins + 1)
     which = np.clip(np.digitize(norm, edges[1:-1]), 0, bins - 1)
     rng = np.random.default_rng(seed)
-    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(which == b))[:per_bin] for b in range(bins)]))
+    rows = [np.flatnonzero(which == b) for b in range(bins)]
+    return np.sort(np.concatenate([rng.permutation(r)[:min(per_bin, int(max_fraction * len(r)))] for r in rows]))
 
 
 def run_al(system, data, args, log) -> dict:

@@ -9,13 +9,15 @@ with), and every pick is `sampling.acquisition.plan_round` with the work chain's
 (`workflows.al_steps.relative_stiffness`).
 
 The test set covers the sampled box uniformly in deformation size (10 equal-width bins of |D - D0| in units of
-the sampling σ, up to `--test-per-bin` rows each: the tails are over-represented against the Gaussian sample);
-the rest is the pool. Every arm starts from the same random `--initial` labels and adds `--batch` per round up
+the sampling σ, up to `--test-per-bin` rows each and at most half of a bin's rows: the tails are over-represented
+against the Gaussian sample, and the pool keeps rows there too, or the largest test errors would be extrapolation
+no picking rule can reach); the rest is the pool. Every arm starts from the same random `--initial` labels and adds `--batch` per round up
 to `--budget`: `random`, `active` (committee spread of F and R relative to their label scale, diversity kept),
 `active+instability` (the same, with `--instability-share` of each batch going to the softest predicted strain
 mode, the work chain's default for strain campaigns). Test MAE and max of F (mHa per cell) and of the Cauchy
 stress (GPa, by autograd through the committee-mean F) per round, and the labels each arm needs to reach
-random's final MAE and max.
+random's final MAE and max; each of `--seeds` draws its own split, initial labels and random picks, and the
+labels-to-reach come from the curves averaged over the seeds (one seed's curve is too noisy to compare arms).
 
 Usage: nice -n 10 .venv/bin/python benchmarks/active_learning_mg.py mg.npz [more.npz ...] [--budget 100] [--batch 10]
 Writes the part `active_learning_pcamlp` of benchmarks/results/active_learning.json and prints the table.
@@ -92,7 +94,8 @@ def main(argv=None):
     parser.add_argument('--budget', type=int, default=100)
     parser.add_argument('--test-per-bin', type=int, default=8)
     parser.add_argument('--instability-share', type=float, default=0.25)
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2],
+                        help='each seed draws its own test set, pool split, initial labels and random picks')
     parser.add_argument('--arms', nargs='+', default=['random', 'active', 'active+instability'])
     parser.add_argument('--output', default=str(RESULTS))
     args = parser.parse_args(argv)
@@ -101,39 +104,62 @@ def main(argv=None):
     parts = [read_dataset(path) for path in args.datasets]
     data = {name: np.concatenate([part[name] for part in parts]) for name in ('D', 'F', 'R', 'stress')}
     size = np.linalg.norm((data['D'] - REFERENCE_DEFORMATION) / DEFORMATION_SCALE, axis=1)
-    test = uniform_test_rows(size, per_bin=args.test_per_bin, seed=args.seed)
-    pool = np.setdiff1d(np.arange(len(size)), test)
-    initial = np.random.default_rng(args.seed).choice(pool, args.initial, replace=False)
-    curves = {}
-    for arm in args.arms:
-        rng = np.random.default_rng(args.seed + 1)
-        share = args.instability_share if arm == 'active+instability' else 0.0
-        chosen, curve = [int(r) for r in initial], []
-        while True:
-            t0 = time.perf_counter()
-            model = fit(data, np.array(chosen), args.seed)
-            errors = test_errors(model, data, test)
-            curve.append({'labels': len(chosen), 'errors': errors, 'seconds': time.perf_counter() - t0})
-            print(f'{arm:20s} {len(chosen):4d} labels: ' + ', '.join(
-                f'{c} MAE {e["mae"]:.4f} max {e["max"]:.4f}' for c, e in errors.items()), flush=True)
-            if len(chosen) >= min(args.budget, len(pool)):
-                break
-            chosen += pick(arm, model, data, pool, chosen, min(args.batch, args.budget - len(chosen)), share, rng)
-        curves[arm] = curve
+    runs = {}
+    for seed in args.seeds:
+        test = uniform_test_rows(size, per_bin=args.test_per_bin, seed=seed, max_fraction=0.5)
+        pool = np.setdiff1d(np.arange(len(size)), test)
+        initial = np.random.default_rng(seed).choice(pool, args.initial, replace=False)
+        curves = {arm: run_arm(arm, data, test, pool, initial, args, seed) for arm in args.arms}
+        runs[str(seed)] = {'pool': int(len(pool)), 'test': int(len(test)), 'curves': curves,
+                           'labels_to_reach_random_final': labels_to_reach(curves) if 'random' in curves else None}
+    mean = mean_curves([run['curves'] for run in runs.values()])
     part = {'data': f'mg_strain datasets {[pathlib.Path(p).name for p in args.datasets]}: {len(size)} labelled configurations',
-            'pool': int(len(pool)), 'test': int(len(test)), 'initial': args.initial, 'batch': args.batch,
-            'budget': args.budget, 'instability_share': args.instability_share,
+            'initial': args.initial, 'batch': args.batch, 'budget': args.budget, 'instability_share': args.instability_share,
             'units': {'free_energy_mHa': 'mHa per 4-atom cell', 'stress_GPa': 'GPa, all 9 components'},
-            'curves': curves, 'labels_to_reach_random_final': labels_to_reach(curves) if 'random' in curves else None,
+            'seeds': runs, 'mean_over_seeds': mean,
+            'labels_to_reach_random_final': labels_to_reach(mean) if 'random' in mean else None,
             'wall_seconds': time.perf_counter() - start, 'machine': machine()}
     path = pathlib.Path(args.output)
     document = json.loads(path.read_text()) if path.exists() else {}
     document['active_learning_pcamlp'] = part
     path.write_text(json.dumps(document, indent=1) + '\n')
+    print(f'\nmean over seeds {args.seeds}:')
+    for arm, curve in mean.items():
+        for point in curve:
+            print(f'{arm:20s} {point["labels"]:4d} labels: ' + ', '.join(
+                f'{c} MAE {e["mae"]:.4f} max {e["max"]:.4f}' for c, e in point['errors'].items()))
     if part['labels_to_reach_random_final']:
-        print('labels to reach random sampling\'s final error:')
+        print('labels to reach random sampling\'s final error (mean curves):')
         for key, arms in part['labels_to_reach_random_final'].items():
             print(f'  {key:22s} ' + '  '.join(f'{arm} {n}' for arm, n in arms.items()))
+
+
+def run_arm(arm, data, test, pool, initial, args, seed) -> list[dict]:
+    rng = np.random.default_rng(seed + 1)
+    share = args.instability_share if arm == 'active+instability' else 0.0
+    chosen, curve = [int(r) for r in initial], []
+    while True:
+        t0 = time.perf_counter()
+        model = fit(data, np.array(chosen), seed)
+        errors = test_errors(model, data, test)
+        curve.append({'labels': len(chosen), 'errors': errors, 'seconds': time.perf_counter() - t0})
+        print(f'seed {seed} {arm:20s} {len(chosen):4d} labels: ' + ', '.join(
+            f'{c} MAE {e["mae"]:.4f} max {e["max"]:.4f}' for c, e in errors.items()), flush=True)
+        if len(chosen) >= min(args.budget, len(pool)):
+            return curve
+        chosen += pick(arm, model, data, pool, chosen, min(args.batch, args.budget - len(chosen)), share, rng)
+
+
+def mean_curves(seed_curves: list[dict]) -> dict:
+    """Per arm and label count, the test MAE and max averaged over the seeds."""
+    mean = {}
+    for arm in seed_curves[0]:
+        mean[arm] = []
+        for k, point in enumerate(seed_curves[0][arm]):
+            errors = {column: {metric: float(np.mean([curves[arm][k]['errors'][column][metric] for curves in seed_curves]))
+                               for metric in ('mae', 'max')} for column in point['errors']}
+            mean[arm].append({'labels': point['labels'], 'errors': errors})
+    return mean
 
 
 if __name__ == '__main__':
