@@ -257,14 +257,8 @@ class LabelsWorkChain(WorkChain):
         total, done = len(self.ctx.indices), len(self.ctx.labelled)
         if done == 0 or done < self.inputs.min_success_fraction.value * total:
             return self.exit_codes.ERROR_TOO_MANY_FAILURES.format(done=done, total=total)
-        inputs = {'kind': self.inputs.kind}
-        if 'dataset' in self.inputs:
-            inputs['dataset'] = self.inputs.dataset
-        for position, node in sorted(self.ctx.labelled.items()):
-            index = self.ctx.indices[position]
-            for port, output in label_rows.label_outputs(self.inputs.kind.value, node).items():
-                inputs[f'row_{index:06d}__{port}'] = output
-        dataset = collect_dataset(**inputs)
+        dataset = collect_dataset(**collect_inputs(self.inputs, [(self.ctx.indices[position], node)
+                                                                 for position, node in sorted(self.ctx.labelled.items())]))
         self.out('dataset', dataset)
         self.report(f'dataset <{dataset.pk}>: {done} of {total} configurations labelled, {dataset.size} rows in all')
 
@@ -305,12 +299,21 @@ def harvest_labels(node) -> DatasetData:
     from aiida.common.links import LinkType
 
     kind = node.inputs.kind.value
-    inputs = {'kind': node.inputs.kind, **({'dataset': node.inputs.dataset} if 'dataset' in node.inputs else {})}
-    for link in node.base.links.get_outgoing(link_type=LinkType.CALL_WORK).all():
-        child = link.node
-        if link.link_label.startswith('label_') and child.is_finished_ok and label_rows.has_label_outputs(kind, child):
-            for port, output in label_rows.label_outputs(kind, child).items():
-                inputs[f'row_{int(link.link_label[len("label_"):]):06d}__{port}'] = output
-    if not any(key.startswith('row_') for key in inputs):
+    labelled = [(int(link.link_label[len('label_'):]), link.node)
+                for link in node.base.links.get_outgoing(link_type=LinkType.CALL_WORK).all()
+                if link.link_label.startswith('label_') and link.node.is_finished_ok
+                and label_rows.has_label_outputs(kind, link.node)]
+    if not labelled:
         raise ValueError(f'{node.process_label}<{node.pk}> has no finished configuration to harvest.')
-    return collect_dataset(**inputs)
+    return collect_dataset(**collect_inputs(node.inputs, labelled))
+
+
+def collect_inputs(inputs, labelled) -> dict:
+    """The inputs of `collect_dataset` for a labelling run's `inputs` (kind, dataset to extend) and its labelled
+    configurations [(configuration index, finished labelling work chain)]."""
+    kind = inputs['kind']
+    collected = {'kind': kind, **({'dataset': inputs['dataset']} if 'dataset' in inputs else {})}
+    for index, node in labelled:
+        for port, output in label_rows.label_outputs(kind.value, node).items():
+            collected[f'row_{index:06d}__{port}'] = output
+    return collected
