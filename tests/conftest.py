@@ -18,7 +18,7 @@ TEST_DATA = pathlib.Path(__file__).parent / 'data'
 @pytest.fixture
 def one_torch_thread():
     """Small nets on this shared 2-core machine: a second torch thread only spins (10x slower under load)."""
-    from aiida_mlresponse.ml.radnet.predict import torch_threads
+    from aiida_mlresponse.ml.common import torch_threads
 
     with torch_threads(1):
         yield

@@ -8,8 +8,10 @@ relaxes them, `--max-concurrent` at a time, leaves failures out with their reaso
 and returns one DatasetData node, which is what training takes (`TrainingCalculation`, or
 `aiida-mlresponse dataset export PK mg.npz` for the benchmarks). `--warm-start` starts each
 relaxation from R(D) fitted to the rows already relaxed (fewer BFGS steps, same result within
-tolmxf). `--extend PK` adds the new rows to an existing dataset. `--daemon` submits and returns
-(follow it with `verdi process report PK`); without it the campaign runs in this process.
+tolmxf). `--sigma` / `--sigma-angle` widen the sampled box (an active-learning benchmark pool:
+`--protocol test --sigma 0.08 --sigma-angle 5`). `--extend PK` adds the new rows to an existing dataset.
+`--daemon` submits and returns (follow it with `verdi process report PK`); without it the campaign runs in this
+process.
 """
 
 import argparse
@@ -24,6 +26,8 @@ parser.add_argument('--protocol', default='fast')
 parser.add_argument('--count', type=int, default=1500)
 parser.add_argument('--seed', type=int, default=2024)
 parser.add_argument('--code', default='abinit@localhost')
+parser.add_argument('--sigma', type=float, default=0.05, help='σ of the stretches λ (truncated at 2σ)')
+parser.add_argument('--sigma-angle', type=float, default=3.0, help='σ of the cell angles (degrees, truncated at 2σ)')
 parser.add_argument('--max-concurrent', type=int, default=1, help='relaxations in flight at once')
 parser.add_argument('--warm-start', action='store_true', help='start from R fitted to the rows already relaxed')
 parser.add_argument('--extend', default=None, help='pk or uuid of an mg_strain dataset to extend')
@@ -34,7 +38,8 @@ if args.protocol == 'precise':
     from aiida_mlresponse.abinit.mg import install_seed_family
 
     install_seed_family()
-configurations = sample_deformation_configurations(orm.Int(args.count), orm.Int(args.seed), orm.Float(0.05), orm.Float(3.0))
+configurations = sample_deformation_configurations(orm.Int(args.count), orm.Int(args.seed), orm.Float(args.sigma),
+                                                   orm.Float(args.sigma_angle))
 builder = LabelsWorkChain.get_builder_from_protocol(
     orm.load_code(args.code), configurations, 'mg_strain', protocol=args.protocol, warm_start=args.warm_start,
     max_concurrent=args.max_concurrent, dataset=orm.load_node(args.extend) if args.extend else None)

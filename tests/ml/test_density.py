@@ -261,3 +261,37 @@ def test_written_out_tangents_equal_the_autograd_jacobian():
     np.testing.assert_allclose(tangents.numpy(), expected.numpy(), rtol=1e-12, atol=1e-13 * scale)
     _, moved = cubes.cubes_and_tangents(x, cell, numbers, neighbours, skip_first=True)
     np.testing.assert_allclose(moved.numpy(), expected[3:].numpy(), rtol=1e-12, atol=1e-13 * scale)
+
+
+def test_negligible_beyond_bounds_what_a_far_pair_adds_to_any_voxel():
+    """`AtomCubes.negligible_beyond(tol)`: a unit charge at that distance (in any direction) adds less than tol to every
+    voxel, one 0.3 Bohr closer, along the worst voxel's direction, adds more; and BN pool cubes from a list cut there
+    (tolerance 1e-9) equal the full-cutoff cubes to 1e-9 per dropped pair and unit charge."""
+    cubes = AtomCubes(dtype=F64)
+    tolerance = 1e-9
+    reach = cubes.negligible_beyond(tolerance)
+    assert 9.5 < reach < cubes.cutoff
+    grid = torch.stack(torch.meshgrid(cubes.offsets, cubes.offsets, cubes.offsets, indexing='ij'), dim=-1).reshape(-1, 3)
+    window = cubes.window.reshape(-1)
+
+    def largest_voxel(source):
+        return float((window * torch.exp(-((grid - source) ** 2).sum(-1) / (2 * cubes.sigma**2))).max())
+
+    rng = np.random.default_rng(0)
+    for direction in rng.normal(size=(20, 3)):
+        assert largest_voxel(torch.as_tensor(reach * direction / np.linalg.norm(direction))) < tolerance
+    radius = grid.norm(dim=-1)
+    bound = window * torch.exp(-(torch.clamp(reach - 0.3 - radius, min=0)) ** 2 / (2 * cubes.sigma**2))
+    worst = int(bound.argmax())
+    assert largest_voxel(grid[worst] / radius[worst] * (reach - 0.3)) > tolerance
+
+    from aiida_mlresponse.physics.crystals import bn_cubic
+    cell, positions, symbols = bn_cubic()
+    cell, positions = np.asarray(cell) * ANGSTROM_TO_BOHR, np.asarray(positions) * ANGSTROM_TO_BOHR
+    numbers = np.array([{'B': 5, 'N': 7}[symbol] for symbol in symbols])
+    full = cubes.neighbours(positions, cell)
+    cut = cubes.neighbours(positions, cell, tolerance=tolerance)
+    assert cut.n_pairs < 0.8 * full.n_pairs  # (10.0 / 12)³ = 0.58 of the volume; the 2-atom cell's shells are coarse
+    dropped = full.n_pairs - cut.n_pairs
+    difference = (cubes.evaluate(positions, cell, numbers, full) - cubes.evaluate(positions, cell, numbers, cut)).abs().max()
+    assert 0 < difference < tolerance * max(numbers) * dropped / len(positions)

@@ -87,3 +87,19 @@ def test_cube_polynomial_features_equal_their_definition(bn_models):
     rows, columns = torch.triu_indices(z.shape[-1], z.shape[-1])
     expected = torch.cat([z, z[..., rows] * z[..., columns]], dim=-1).sum(dim=-2)
     torch.testing.assert_close(polynomial.features(cubes), expected, rtol=1e-10, atol=1e-10 * expected.abs().max())
+
+
+def test_pool_threads_change_no_number(bn_models):
+    """The pool's batches scored on two threads give the same numbers as on one, to rounding (the batches are
+    independent; only BLAS's own threads may sum in another order)."""
+    from aiida_mlresponse.ml.radnet.committee import predict_pool
+    from aiida_mlresponse.sampling.displacements import sample_displacements
+
+    models, data = bn_models
+    positions = sample_displacements(data.positions.mean(axis=0) / ANGSTROM_TO_BOHR, 0.03, 50, 2) * ANGSTROM_TO_BOHR
+    committees = [committee for _, committee, _ in models]
+    one = predict_pool(committees, positions, data.cell, data.numbers, batch_size=8, workers=1)
+    two = predict_pool(committees, positions, data.cell, data.numbers, batch_size=8, workers=2)
+    for (mean_one, spread_one), (mean_two, spread_two) in zip(one, two):
+        np.testing.assert_allclose(mean_one, mean_two, rtol=1e-12, atol=0)
+        np.testing.assert_allclose(spread_one, spread_two, rtol=1e-12, atol=0)

@@ -15,7 +15,7 @@ import torch
 from ...physics.stress import VOIGT_PAIRS, cauchy_stress_map, voigt_to_tensor
 from .. import checkpoint
 from ..common import standardization
-from ..radnet.predict import torch_threads
+from ..common import torch_threads
 from .data import model_arrays, units
 from .model import DEFAULT_FIELDS, DEFAULT_HEADS, PCAMLPCommittee, default_hyperparameters, save
 from .network import quadratic_feature_gradients, quadratic_features

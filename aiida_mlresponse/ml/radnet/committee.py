@@ -11,13 +11,16 @@ saved with `ml.checkpoint.save`.
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
+import os
 from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..common import torch_threads
 from .density import AtomCubes
 from .heads import CubePolynomial, TaylorHead, evaluate_heads
 from .network import RadNet, complete_hyperparameters, stack_members, stacked_correction_and_jvp
@@ -160,10 +163,19 @@ class Committee(nn.Module):
                 raise ValueError('this model has a Taylor head: pass the positions too')
             heads = [model.taylor for model in models]
             taylors = TaylorHead.stacked(heads, positions, self._stacked_taylors(heads))
+        polynomials = None
+        if features is not None and all(model.polynomial is not None for model in models):
+            # every head on the shared features in one matrix product: (B, F) @ (F, heads · n_outputs)
+            coefficients, intercepts = self._cached('polynomials', [model.polynomial for model in models], lambda: (
+                torch.cat([model.polynomial.coefficients for model in models], dim=1),
+                torch.cat([model.polynomial.intercept for model in models])))
+            polynomials = (features @ coefficients + intercepts).reshape(len(features), len(models), -1).transpose(0, 1)
         values = []
         for k, model in enumerate(models):
             value = None
-            if model.polynomial is not None:
+            if polynomials is not None:
+                value = polynomials[k]
+            elif model.polynomial is not None:
                 value = (model.polynomial(cubes) if features is None
                          else features @ model.polynomial.coefficients + model.polynomial.intercept)
             if taylors is not None:
@@ -349,15 +361,26 @@ class NeighbourCache:
 #: One neighbour list serves a whole pool (`predict_pool`) when no atom is further than POOL_SKIN / 2 Bohr from its
 #: mean position over the pool: displaced copies of one cell (a σ = 0.03 Å pool of 10,000 BN cells reaches 0.3 Bohr).
 POOL_SKIN = 1.0
+#: Pool cubes leave out pairs that add less than this (per unit charge) to any voxel (`AtomCubes.negligible_beyond`):
+#: below the float32 rounding of the cubes, and 0.58 of the default cutoff's pairs for the default cube.
+POOL_TOLERANCE = 1e-9
 
 
-def predict_pool(committees: list, positions, cell, numbers, batch_size: int = 128) -> list:
+def pool_workers() -> int:
+    """Threads that score a pool's batches side by side: the CPUs this process may use, at most 4 (each batch runs
+    on one torch thread; torch releases the GIL inside its kernels)."""
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1))
+
+
+def predict_pool(committees: list, positions, cell, numbers, batch_size: int = 128, workers: int | None = None) -> list:
     """[(mean, spread)] (numpy, as `Committee.predict`) of each committee for configurations (B, N, 3) Bohr of one
     cell, the density cubes made once for all the committees that share their density and dtype (P and ε∞).
 
     The cubes of `batch_size` configurations at a time (`AtomCubes.batch`), from one neighbour list for the whole
-    pool when its atoms stay within POOL_SKIN / 2 of their mean positions (else one list per batch); committees
-    whose heads need no cubes (Taylor heads only, CNNs off) get none.
+    pool when its atoms stay within POOL_SKIN / 2 of their mean positions (else one list per batch), without the
+    pairs below POOL_TOLERANCE; committees whose heads need no cubes (Taylor heads only, CNNs off) get none. The
+    batches run on `workers` threads (default `pool_workers()`) of one torch thread each: batches are
+    independent, so the numbers do not depend on the count.
     """
     positions = np.asarray(positions, dtype=float).reshape(-1, len(numbers), 3)
     out = [None] * len(committees)
@@ -374,7 +397,7 @@ def predict_pool(committees: list, positions, cell, numbers, batch_size: int = 1
             mean = positions.mean(axis=0)
             displacement = np.linalg.norm(positions - mean, axis=-1).max()
             if 2.0 * displacement <= POOL_SKIN:
-                neighbours = atom_cubes.neighbours(mean, cell, skin=2.0 * displacement)
+                neighbours = atom_cubes.neighbours(mean, cell, skin=2.0 * displacement, tolerance=POOL_TOLERANCE)
         # Committees fitted on the same configurations (P and ε∞) project the cubes on the same principal directions.
         projections, uses = [], []
         for committee in group:
@@ -383,16 +406,29 @@ def predict_pool(committees: list, positions, cell, numbers, batch_size: int = 1
             if polynomial is not None and not same:
                 projections.append(polynomial)
             uses.append(None if polynomial is None else (same or [len(projections) - 1])[0])
-        values = [[] for _ in group]
-        with torch.no_grad():
-            for start in range(0, len(positions), batch_size):
-                chunk = positions[start:start + batch_size]
-                cubes = atom_cubes.batch(chunk, cell, numbers, neighbours) if needs_cubes else None
+        def score(chunk):
+            with torch.no_grad():
+                batch_neighbours = neighbours
+                if needs_cubes and batch_neighbours is None:
+                    batch_neighbours = atom_cubes.neighbours(chunk, cell, tolerance=POOL_TOLERANCE)
+                cubes = atom_cubes.batch(chunk, cell, numbers, batch_neighbours) if needs_cubes else None
                 features = [polynomial.features(cubes) for polynomial in projections]
-                for value, committee, use in zip(values, group, uses):
-                    value.append([array.numpy() for array in committee.predict(
-                        cubes, torch.as_tensor(chunk), None if use is None else features[use])])
-        for k, value in zip(indices, values):
+                return [[array.numpy() for array in committee.predict(
+                    cubes, torch.as_tensor(chunk), None if use is None else features[use])]
+                    for committee, use in zip(group, uses)]
+
+        chunks = [positions[start:start + batch_size] for start in range(0, len(positions), batch_size)]
+        # without cubes (Taylor heads only) a batch is too little work for a thread to pay off
+        count = min(workers or pool_workers(), len(chunks) - 1) if needs_cubes else 1
+        # The first batch alone: it fills the committees' tensor caches (`_cached`) that the threads then only read.
+        scored = [score(chunk) for chunk in chunks[:1]]
+        if count > 1:
+            with torch_threads(1), concurrent.futures.ThreadPoolExecutor(count) as pool:
+                scored += list(pool.map(score, chunks[1:]))
+        else:
+            scored += [score(chunk) for chunk in chunks[1:]]
+        for position, k in enumerate(indices):
+            value = [batch[position] for batch in scored]
             out[k] = tuple(np.concatenate(arrays) for arrays in zip(*value)) if value else (
                 np.zeros((0, committees[k].members[0].n_outputs)),) * 2
     return out

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ...physics.born import impose_acoustic_sum_rule
-from ..common import voigt_to_tensor
+from ..common import torch_threads, voigt_to_tensor
 from .calibration import apply_spread_calibration
 from .committee import NeighbourCache, predict_pool
 from .derivatives import born_charges, chi_derivatives
@@ -18,19 +18,6 @@ from .derivatives import born_charges, chi_derivatives
 #: Cells up to this many atoms are predicted on one torch thread: their tensors are too small for threads to pay
 #: off (torch's default threads made the GaAs prediction 26x slower on 2 cores, benchmarks/radnet_speed.py).
 SMALL_CELL_ATOMS = 64
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None):
-    """torch's intra-op threads set to `threads` inside (None: left as they are), restored on exit."""
-    previous = torch.get_num_threads()
-    try:
-        if threads is not None and threads != previous:
-            torch.set_num_threads(threads)
-        yield
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
 
 
 def predict_response(committee, metadata: dict, positions, cell, numbers, with_born_charges: bool = False) -> dict:
