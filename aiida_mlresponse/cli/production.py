@@ -78,6 +78,8 @@ def ensure_slurm_computer(partition: str):
     from aiida import orm
     from aiida.common.exceptions import NotExistent
 
+    from .setup import without_login_shell
+
     try:
         computer, created = orm.load_computer(SLURM_COMPUTER), False
     except NotExistent:
@@ -89,6 +91,7 @@ def ensure_slurm_computer(partition: str):
         created = True
     if not computer.is_configured:
         computer.configure()
+    without_login_shell(computer)
     computer.set_default_mpiprocs_per_machine(1)
     computer.set_minimum_job_poll_interval(2.0)  # squeue on this machine is cheap
     return computer, created

@@ -43,3 +43,23 @@ def test_pseudos_for_structure_rejects_uncovered_element(pseudo_families, bn_str
         pseudos_for_structure(bn_structure, 'mlresponse/PseudoDojo/0.4/LDA/SR/largecore/psp8')
     pseudos = pseudos_for_structure(bn_structure, 'mlresponse/PseudoDojo/0.4/LDA/SR/standard/psp8')
     assert set(pseudos) == {'B', 'N'}
+
+
+def test_localhost_runs_commands_without_a_login_shell(aiida_profile_clean):
+    """`ensure_computer`: localhost's transport commands run in a plain shell (a login shell read the start-up files at
+    every submission and poll: 1.2 s a command on this machine), the other auth parameters kept, idempotent; a
+    command run through the transport still finds ABINIT."""
+    from aiida import orm
+
+    from aiida_mlresponse.cli.setup import ensure_computer, without_login_shell
+
+    computer, created = ensure_computer()
+    assert created
+    authinfo = computer.get_authinfo(orm.User.collection.get_default())
+    authinfo.set_auth_params({**authinfo.get_auth_params(), 'use_login_shell': True, 'safe_interval': 0.0})
+    assert without_login_shell(computer) is True
+    assert authinfo.get_auth_params() == {'use_login_shell': False, 'safe_interval': 0.0}
+    assert without_login_shell(computer) is False
+    with authinfo.get_transport() as transport:
+        status, stdout, _ = transport.exec_command_wait('command -v abinit')
+    assert status == 0 and stdout.strip().endswith('abinit')
