@@ -11,9 +11,10 @@ Numbers taken elsewhere, never reused with another meaning in the package:
     restart work chains      300 ERROR_UNRECOVERABLE_FAILURE (`RESTART_EXIT_CODES`)
     training CalcJob         350, 351, 480 (models/calculation.py)
 aiida-core's labels keep their numbers (ERROR_INVALID_OUTPUT is 10: the engine itself returns it).
-Free for the package's other processes: 352-369, 380-399 (files) and 486-499 (run failures); 370-379 are the
+Free for the package's other processes: 352-369, 380-399 (files) and 489-499 (run failures); 370-379 are the
 stress-strain work chains' (`STRESS_STRAIN_EXIT_CODES`), 481-485 the labelling and active-learning
-work chains. tests/abinit/test_exit_codes.py checks every registered process against this.
+work chains (and 488: a configuration no run could take), 486-487 the Raman work chain.
+tests/abinit/test_exit_codes.py checks every registered process against this.
 """
 
 from __future__ import annotations

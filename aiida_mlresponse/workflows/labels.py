@@ -30,6 +30,8 @@ import numpy as np
 from aiida import orm
 from aiida.engine import WorkChain, calcfunction, if_, while_
 
+from aiida_mlresponse.abinit.inputs import AbinitInputError
+from aiida_mlresponse.abinit.protocols import ProtocolError
 from aiida_mlresponse.data.dataset import DatasetData
 from aiida_mlresponse.data.schema import SCHEMAS
 from aiida_mlresponse.workflows import label_rows
@@ -125,6 +127,9 @@ class LabelsWorkChain(WorkChain):
         spec.output('reference_arrays', valid_type=orm.ArrayData, required=False, help='response: labels of the reference.')
         spec.exit_code(481, 'ERROR_REFERENCE_FAILED', message='The reference structure could not be labelled: {message}')
         spec.exit_code(482, 'ERROR_TOO_MANY_FAILURES', message='Only {done} of {total} configurations were labelled.')
+        spec.exit_code(488, 'ERROR_INVALID_CONFIGURATION',
+                       message='{count} configuration(s) cannot be labelled at protocol `{protocol}`, none was run; the '
+                               'first, index {index}: {error}')
 
     @classmethod
     def get_builder_from_protocol(cls, code, configurations, kind, reference=None, protocol='fast', overrides=None,
@@ -165,8 +170,16 @@ class LabelsWorkChain(WorkChain):
         count = label_rows.configuration_count(kind, configurations)
         self.ctx.indices = (configurations.get_array('configuration_index').astype(int).tolist()
                             if 'configuration_index' in configurations.get_arraynames() else list(range(count)))
-        for structure in label_rows.configuration_structures(kind, configurations, self.inputs.get('reference')):
-            self._builder(structure)  # raises (ProtocolError, AbinitInputError, ...) on input no run could take
+        invalid = []
+        for index, structure in zip(self.ctx.indices, label_rows.configuration_structures(
+                kind, configurations, self.inputs.get('reference'))):
+            try:
+                self._builder(structure)
+            except (ProtocolError, AbinitInputError) as error:  # input no run could take: stop before any run
+                invalid.append((index, error))
+        if invalid:
+            return self.exit_codes.ERROR_INVALID_CONFIGURATION.format(
+                count=len(invalid), protocol=self.inputs.protocol.value, index=invalid[0][0], error=invalid[0][1])
         self.ctx.pending = list(range(count))
         self.ctx.labelled = {}  # position in `configurations` -> restart work chain node
         self.ctx.failed = {}

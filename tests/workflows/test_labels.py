@@ -136,3 +136,15 @@ def test_a_response_dataset_cannot_be_extended_with_mg_rows(abinit_code, pseudo_
                                                         protocol='test', dataset=dataset.store())
     with pytest.raises(ValueError, match='cannot extend a `response` dataset'):
         run_get_node(builder)
+
+
+def test_a_configuration_no_run_could_take_stops_the_set_up_with_its_index(abinit_code, pseudo_families):
+    """A deformation too stretched for the `test` protocol's fixed FFT grid (the PCA-MLP's fields need one grid):
+    exit status 488 names its index and the reason, and no ABINIT run started."""
+    calcs_before = orm.QueryBuilder().append(orm.CalcJobNode).count()
+    configurations = array_data(deformations=[REFERENCE, [1.0, 1.25, 1.0, 90.0, 90.0, 90.0]])
+    builder = LabelsWorkChain.get_builder_from_protocol(abinit_code, configurations, 'mg_strain', protocol='test')
+    _, node = run_get_node(builder)
+    assert node.exit_status == LabelsWorkChain.exit_codes.ERROR_INVALID_CONFIGURATION.status == 488
+    assert 'index 1' in node.exit_message and 'ngfft' in node.exit_message
+    assert orm.QueryBuilder().append(orm.CalcJobNode).count() == calcs_before
