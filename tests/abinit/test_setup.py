@@ -45,18 +45,19 @@ def test_pseudos_for_structure_rejects_uncovered_element(pseudo_families, bn_str
     assert set(pseudos) == {'B', 'N'}
 
 
-def test_localhost_runs_commands_without_a_login_shell(aiida_profile_clean):
-    """`ensure_computer`: localhost's transport commands run in a plain shell (a login shell read the start-up files at
-    every submission and poll: 1.2 s a command on this machine), the other auth parameters kept, idempotent; a
-    command run through the transport still finds ABINIT."""
+def test_local_computers_run_commands_without_a_login_shell(aiida_profile, tmp_path):
+    """`without_login_shell` (what `ensure_computer` and `ensure_slurm_computer` call): the computer's transport commands
+    run in a plain shell (a login shell read the start-up files at every submission and poll: 1.2 s a command on this
+    machine), the other auth parameters kept, idempotent; a command through the transport still finds ABINIT. A
+    computer of its own: the profile's `localhost` is shared with the other tests."""
     from aiida import orm
 
-    from aiida_mlresponse.cli.setup import ensure_computer, without_login_shell
+    from aiida_mlresponse.cli.setup import without_login_shell
 
-    computer, created = ensure_computer()
-    assert created
+    computer = orm.Computer(label='login-shell-test', hostname='localhost', transport_type='core.local',
+                            scheduler_type='core.direct', workdir=str(tmp_path)).store()
+    computer.configure(use_login_shell=True, safe_interval=0.0)
     authinfo = computer.get_authinfo(orm.User.collection.get_default())
-    authinfo.set_auth_params({**authinfo.get_auth_params(), 'use_login_shell': True, 'safe_interval': 0.0})
     assert without_login_shell(computer) is True
     assert authinfo.get_auth_params() == {'use_login_shell': False, 'safe_interval': 0.0}
     assert without_login_shell(computer) is False
