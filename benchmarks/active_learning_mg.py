@@ -20,7 +20,7 @@ random's final MAE and max; each of `--seeds` draws its own split, initial label
 labels-to-reach come from the curves averaged over the seeds (one seed's curve is too noisy to compare arms).
 
 Usage: nice -n 10 .venv/bin/python benchmarks/active_learning_mg.py mg.npz [more.npz ...] [--budget 100] [--batch 10]
-Writes the part `active_learning_pcamlp` of benchmarks/results/active_learning.json and prints the table.
+Writes the part `active_learning_pcamlp` (`--key`) of benchmarks/results/active_learning.json and prints the table.
 """
 
 from __future__ import annotations
@@ -98,6 +98,7 @@ def main(argv=None):
                         help='each seed draws its own test set, pool split, initial labels and random picks')
     parser.add_argument('--arms', nargs='+', default=['random', 'active', 'active+instability'])
     parser.add_argument('--output', default=str(RESULTS))
+    parser.add_argument('--key', default='active_learning_pcamlp', help='the part of the output JSON to write')
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -121,7 +122,7 @@ def main(argv=None):
             'wall_seconds': time.perf_counter() - start, 'machine': machine()}
     path = pathlib.Path(args.output)
     document = json.loads(path.read_text()) if path.exists() else {}
-    document['active_learning_pcamlp'] = part
+    document[args.key] = part
     path.write_text(json.dumps(document, indent=1) + '\n')
     print(f'\nmean over seeds {args.seeds}:')
     for arm, curve in mean.items():
