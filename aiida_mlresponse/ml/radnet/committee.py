@@ -380,7 +380,7 @@ def predict_pool(committees: list, positions, cell, numbers, batch_size: int = 1
     pool when its atoms stay within POOL_SKIN / 2 of their mean positions (else one list per batch), without the
     pairs below POOL_TOLERANCE; committees whose heads need no cubes (Taylor heads only, CNNs off) get none. The
     batches run on `workers` threads (default `pool_workers()`) of one torch thread each: batches are
-    independent, so the numbers do not depend on the count.
+    independent, so the numbers do not depend on the count (beyond the rounding of BLAS's own threads).
     """
     positions = np.asarray(positions, dtype=float).reshape(-1, len(numbers), 3)
     out = [None] * len(committees)
@@ -406,6 +406,7 @@ def predict_pool(committees: list, positions, cell, numbers, batch_size: int = 1
             if polynomial is not None and not same:
                 projections.append(polynomial)
             uses.append(None if polynomial is None else (same or [len(projections) - 1])[0])
+
         def score(chunk):
             with torch.no_grad():
                 batch_neighbours = neighbours
