@@ -176,8 +176,8 @@ class AtomCubes:
 
         self.offsets = (torch.arange(n, dtype=dtype, device=self.device) - (n - 1) / 2) * spacing  # (n,)
         x, y, z = torch.meshgrid(self.offsets, self.offsets, self.offsets, indexing='ij')
-        radius = torch.sqrt(x**2 + y**2 + z**2)
-        self.window = 0.5 * torch.erfc((radius - window_radius) / window_width)  # (n, n, n)
+        self.voxel_radius = torch.sqrt(x**2 + y**2 + z**2)  # (n, n, n) distance of each voxel from the atom
+        self.window = 0.5 * torch.erfc((self.voxel_radius - window_radius) / window_width)  # (n, n, n)
 
     def __repr__(self):
         return (f'AtomCubes(n={self.n}, spacing={self.spacing}, sigma={self.sigma}, '
@@ -211,8 +211,7 @@ class AtomCubes:
         every voxel of a cube: max over voxels x of W(|x|) exp(-(d - |x|)² / 2σ²) < tolerance, a bound because
         |x - d_IJ| >= d - |x|. For the default cube (n 9, h 0.875, r_w 3.5, w 0.5, σ 1): 9.2 Bohr at 1e-7, 10.0 at
         1e-9, against the 12 Bohr cutoff (0.58 of the pairs at 1e-9)."""
-        radius = np.sqrt((self.offsets.double()[:, None, None] ** 2 + self.offsets.double()[None, :, None] ** 2
-                          + self.offsets.double()[None, None, :] ** 2).numpy()).ravel()
+        radius = self.voxel_radius.double().numpy().ravel()
         window = self.window.double().numpy().ravel()
         keep = window > 0
         radius, log_window = radius[keep], np.log(window[keep])
