@@ -157,26 +157,25 @@ def run_speed(system, data, log, size=10000, repeats=2) -> dict:
     pool = data.positions.mean(axis=0) + rng.normal(0.0, sigma, (size,) + data.positions.shape[1:])
     train = np.arange(200)
     out = {'pool': size, 'displacement_sigma_bohr': sigma, 'repeats': repeats, 'seconds': 'least of the repeats'}
+    def least_seconds(function):  # the least of a few: the machine is shared
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            function()
+            seconds.append(time.perf_counter() - start)
+        return min(seconds)
+
+    configurations = {'positions': pool / ANGSTROM_TO_BOHR}
     for name, hyperparameters in (('before', dict(BEFORE, training={'epochs': 1})), ('after', {})):
         entry, models = {}, []
         for target, column in COLUMNS.items():
             committee, metadata, _ = fit(data, train, target, hyperparameters)
             models.append(('radnet_committee', committee, metadata))
-            seconds = []
-            for _ in range(repeats):  # the least of a few: the machine is shared
-                start = time.perf_counter()
-                predict_columns('radnet_committee', committee, metadata, {'positions': pool / ANGSTROM_TO_BOHR})
-                seconds.append(time.perf_counter() - start)
-            entry[target] = min(seconds)
+            entry[target] = least_seconds(lambda: predict_columns('radnet_committee', committee, metadata, configurations))
             log(f'{system} {name} {target}: {size} candidates scored in {entry[target]:.1f} s')
         entry['both'] = sum(entry.values())
         if name == 'after':  # what a round runs (`al_steps.score_pool`): both committees on one pass of cubes
-            seconds = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                predict_models(models, {'positions': pool / ANGSTROM_TO_BOHR})
-                seconds.append(time.perf_counter() - start)
-            entry['round'] = min(seconds)
+            entry['round'] = least_seconds(lambda: predict_models(models, configurations))
             entry['members'] = len(committee)
             log(f'{system} {name}: a round\'s scoring (P and ε∞ at once) of {size} candidates in {entry["round"]:.1f} s')
         out[name] = entry
