@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import time
 
 import click
@@ -75,24 +74,10 @@ def ensure_production_profile(name: str = PRODUCTION_PROFILE, echo=click.echo) -
 
 def ensure_slurm_computer(partition: str):
     """`localhost-slurm`: this machine through its SLURM cluster (`core.slurm` scheduler, `core.local` transport)."""
-    from aiida import orm
-    from aiida.common.exceptions import NotExistent
+    from .setup import ensure_local_computer
 
-    from .setup import without_login_shell
-
-    try:
-        computer, created = orm.load_computer(SLURM_COMPUTER), False
-    except NotExistent:
-        computer = orm.Computer(
-            label=SLURM_COMPUTER, hostname='localhost', description=f'this machine through SLURM (partition {partition})',
-            transport_type='core.local', scheduler_type='core.slurm',
-            workdir=tempfile.gettempdir() + '/aiida_slurm',
-        ).store()
-        created = True
-    if not computer.is_configured:
-        computer.configure()
-    without_login_shell(computer)
-    computer.set_default_mpiprocs_per_machine(1)
+    computer, created = ensure_local_computer(SLURM_COMPUTER, f'this machine through SLURM (partition {partition})',
+                                              'core.slurm', 'aiida_slurm')
     computer.set_minimum_job_poll_interval(2.0)  # squeue on this machine is cheap
     return computer, created
 

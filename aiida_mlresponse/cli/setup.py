@@ -63,22 +63,27 @@ def pathlib_parent_bin():
 
 def ensure_computer():
     """The `localhost` computer (created by presto; created here for profiles made otherwise)."""
+    computer, created = ensure_local_computer('localhost', 'this machine', 'core.direct', 'aiida_run')
+    # presto polls localhost every second; each poll costs the daemon ~20 ms per running job, most of its CPU for a
+    # `fast` label (4.7 CPU s a job at 1 s, 2.0 at 5 s, measured in-process); labels take tens of seconds or more.
+    computer.set_minimum_job_poll_interval(max(computer.get_minimum_job_poll_interval() or 0, 5.0))
+    return computer, created
+
+
+def ensure_local_computer(label: str, description: str, scheduler_type: str, workdir_name: str):
+    """A computer on this machine (`core.local` transport), loaded or created, configured for the default user,
+    without the login shell and with serial jobs. Returns (computer, created)."""
+    import tempfile
+
     from aiida import orm
     from aiida.common.exceptions import NotExistent
 
     try:
-        computer = orm.load_computer('localhost')
-        created = False
+        computer, created = orm.load_computer(label), False
     except NotExistent:
-        import tempfile
-
         computer = orm.Computer(
-            label='localhost',
-            hostname='localhost',
-            description='this machine',
-            transport_type='core.local',
-            scheduler_type='core.direct',
-            workdir=tempfile.gettempdir() + '/aiida_run',
+            label=label, hostname='localhost', description=description, transport_type='core.local',
+            scheduler_type=scheduler_type, workdir=f'{tempfile.gettempdir()}/{workdir_name}',
         ).store()
         created = True
     if not computer.is_configured:
@@ -86,9 +91,6 @@ def ensure_computer():
     without_login_shell(computer)
     # Serial ABINIT jobs: on a small machine several serial runs beat one MPI run.
     computer.set_default_mpiprocs_per_machine(1)
-    # presto polls localhost every second; each poll costs the daemon ~20 ms per running job, most of its CPU for a
-    # `fast` label (4.7 CPU s a job at 1 s, 2.0 at 5 s, measured in-process); labels take tens of seconds or more.
-    computer.set_minimum_job_poll_interval(max(computer.get_minimum_job_poll_interval() or 0, 5.0))
     return computer, created
 
 
