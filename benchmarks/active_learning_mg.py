@@ -20,6 +20,8 @@ random's final MAE and max; each of `--seeds` draws its own split, initial label
 labels-to-reach come from the curves averaged over the seeds (one seed's curve is too noisy to compare arms).
 
 Usage: nice -n 10 .venv/bin/python benchmarks/active_learning_mg.py mg.npz [more.npz ...] [--budget 100] [--batch 10]
+(the recorded pools: benchmarks/data/mg_fast_172.npz benchmarks/data/mg_fast_56.npz, and benchmarks/data/mg_test_182.npz
+with --key active_learning_pcamlp_test_protocol; see benchmarks/data/README.md)
 Writes the part `active_learning_pcamlp` (`--key`) of benchmarks/results/active_learning.json and prints the table.
 """
 

@@ -12,6 +12,7 @@ moved the atoms from the reference's internal coordinate) and the relative stiff
 quartile of each descriptor, Spearman's ρ of |F error| against each, and the rows of the largest errors.
 
 Usage: nice -n 10 .venv/bin/python benchmarks/mg_error_map.py mg.npz [more.npz ...] [--folds 4]
+(the recorded run: benchmarks/data/mg_fast_172.npz benchmarks/data/mg_fast_56.npz, see benchmarks/data/README.md)
 Writes benchmarks/results/mg_error_map.json.
 """
 

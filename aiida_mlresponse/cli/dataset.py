@@ -17,13 +17,17 @@ def dataset():
 @dataset.command('export')
 @click.argument('identifier')
 @click.argument('output', type=click.Path(dir_okay=False, writable=True))
-def dataset_export(identifier, output):
+@click.option('--required-only', is_flag=True,
+              help="Leave out the schema's optional columns (the Mg fields): a small file of the scalars to commit.")
+def dataset_export(identifier, output, required_only):
     """Write the DatasetData IDENTIFIER (pk or uuid) to OUTPUT (.npz)."""
     from aiida_mlresponse.data.dataset import DatasetData
+    from aiida_mlresponse.data.schema import read_npz
 
     node = load_node(identifier, DatasetData, 'DatasetData')
-    path = node.export_npz(output)
-    click.echo(f'{node.kind} dataset <{node.pk}>: {node.size} rows, columns {", ".join(sorted(node.get_arraynames()))} -> {path}')
+    path = node.export_npz(output, required_only=required_only)
+    _, arrays, _ = read_npz(path)
+    click.echo(f'{node.kind} dataset <{node.pk}>: {node.size} rows, columns {", ".join(sorted(arrays))} -> {path}')
 
 
 @dataset.command('import')

@@ -49,9 +49,14 @@ class DatasetData(orm.ArrayData):
         skip = {'kind', 'units', 'size'}
         return {k: v for k, v in self.base.attributes.all.items() if not k.startswith('array|') and k not in skip}
 
-    def export_npz(self, path):
-        """Write the dataset file `aiida-mlresponse dataset import` and the training entry point read."""
-        return write_npz(path, self.kind, self.rows(), {**self.extra_attributes(), 'uuid': self.uuid})
+    def export_npz(self, path, required_only: bool = False):
+        """Write the dataset file `aiida-mlresponse dataset import` and the training entry point read.
+        `required_only` leaves out the schema's optional columns (the Mg fields: a compact file of the scalars)."""
+        rows = self.rows()
+        if required_only:
+            optional = set(get_schema(self.kind).optional)
+            rows = {name: array for name, array in rows.items() if name not in optional}
+        return write_npz(path, self.kind, rows, {**self.extra_attributes(), 'uuid': self.uuid})
 
     @classmethod
     def from_npz(cls, path) -> 'DatasetData':

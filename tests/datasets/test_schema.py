@@ -108,3 +108,22 @@ def test_cli_export_import_round_trip(aiida_profile, tmp_path):
     np.savez(tmp_path / 'bad.npz', **rows, __header__=np.array('{"kind": "response"}'))
     result = CliRunner().invoke(cli, ['dataset', 'import', str(tmp_path / 'bad.npz')])
     assert result.exit_code != 0 and '`dielectric_tensor`' in result.output and 'Traceback' not in result.output
+
+
+def test_cli_export_required_only_leaves_out_the_fields(aiida_profile, tmp_path):
+    from click.testing import CliRunner
+
+    from aiida_mlresponse.cli import cli
+    from aiida_mlresponse.data.dataset import DatasetData
+
+    node = DatasetData()
+    node.set_rows('mg_strain', mg_rows())
+    node.store()
+    result = CliRunner().invoke(cli, ['dataset', 'export', str(node.pk), str(tmp_path / 'scalars.npz'), '--required-only'])
+    assert result.exit_code == 0, result.output
+    kind, arrays, attributes = read_npz(tmp_path / 'scalars.npz')
+    assert kind == 'mg_strain' and attributes['uuid'] == node.uuid
+    assert sorted(arrays) == sorted(get_schema('mg_strain').required)
+    assert not {'rho', 'phi', 'u', 's'} & set(arrays)
+    assert np.array_equal(arrays['free_energy'], node.get_array('free_energy'))
+    assert 'rho' not in result.output.split('columns')[1]
