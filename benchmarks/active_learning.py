@@ -25,6 +25,9 @@ and the labels each arm needs to reach random's final MAE and max.
 
 Usage:  nice -n 10 .venv/bin/python benchmarks/active_learning.py [--part spread speed al] [--systems GaAs BN]
 (all parts, both systems: ~25 min here, most of it the CNN committees of before).
+A pool of the package's own labels instead of the shared data (e.g. BN at the `test` protocol, displacements of
+several widths: `workchains/run_bn_labels.py ... --daemon`, then `aiida-mlresponse dataset export`):
+        ... --part al --systems BN --pool bn_*.npz --test-max-fraction 0.5 --key-suffix test_protocol_pool
 Writes benchmarks/results/active_learning.json (each part merged into it) and prints the tables.
 """
 
@@ -50,10 +53,12 @@ from scipy.stats import spearmanr  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from aiida_mlresponse.data.schema import read_npz  # noqa: E402
 from aiida_mlresponse.ml.common import tensor_to_voigt  # noqa: E402
 from aiida_mlresponse.ml.radnet.fit import fit_committee, model_metadata  # noqa: E402
-from aiida_mlresponse.ml.radnet.hdf5 import load_radnet_h5  # noqa: E402
+from aiida_mlresponse.ml.radnet.hdf5 import RadnetDataset, load_radnet_h5  # noqa: E402
 from aiida_mlresponse.ml.scoring import errors_against_labels, predict_columns, predict_models  # noqa: E402
+from aiida_mlresponse.physics.polarization import fix_branch  # noqa: E402
 from aiida_mlresponse.physics.units import ANGSTROM_TO_BOHR  # noqa: E402
 from aiida_mlresponse.sampling import acquisition as acq  # noqa: E402
 
@@ -70,6 +75,29 @@ def machine() -> dict:
                'unknown')
     return {'cpu': cpu, 'cores': os.cpu_count(), 'torch_threads': torch.get_num_threads(), 'torch': torch.__version__,
             'python': platform.python_version(), 'load_average_at_end': list(os.getloadavg())}
+
+
+def read_pool(paths) -> RadnetDataset:
+    """Exported 'response' datasets of one cell (`aiida-mlresponse dataset export`), rows concatenated, in the units
+    of the radnet reader (Bohr; P branch fixed against the first row, as `load_radnet_h5` does)."""
+    parts = []
+    for path in paths:
+        kind, arrays, attributes = read_npz(path)
+        if kind != 'response':
+            raise SystemExit(f'{path}: a `{kind}` dataset; the radnet pool is a `response` one.')
+        parts.append((arrays, attributes))
+    cells = np.concatenate([arrays['cells'] for arrays, _ in parts]) * ANGSTROM_TO_BOHR
+    if not np.allclose(cells, cells[0], atol=1e-8):
+        raise SystemExit('the pool files hold more than one cell; a radnet committee is fitted on one.')
+    numbers = {tuple(attributes['atomic_numbers']) for _, attributes in parts}
+    if len(numbers) != 1:
+        raise SystemExit('the pool files hold different atoms.')
+    polarization = np.concatenate([arrays['polarization'] for arrays, _ in parts])
+    return RadnetDataset(np.array(numbers.pop()), cells[0],
+                         np.concatenate([arrays['positions'] for arrays, _ in parts]) * ANGSTROM_TO_BOHR,
+                         fix_branch(polarization, polarization[0], cells[0]),
+                         np.concatenate([arrays['dielectric_tensor'] for arrays, _ in parts]),
+                         name='+'.join(pathlib.Path(path).stem for path in paths))
 
 
 def displacement_norm(positions) -> np.ndarray:
@@ -201,7 +229,7 @@ def uniform_test_rows(norm, bins=10, per_bin=20, seed=0, max_fraction=1.0) -> np
 
 def run_al(system, data, args, log) -> dict:
     norm = displacement_norm(data.positions)
-    test = uniform_test_rows(norm)
+    test = uniform_test_rows(norm, max_fraction=args.test_max_fraction)
     pool = np.setdiff1d(np.arange(len(data)), test)
     initial = np.random.default_rng(args.seed).choice(pool, args.initial, replace=False)
     reference = data.positions.mean(axis=0) / ANGSTROM_TO_BOHR
@@ -252,6 +280,12 @@ def labels_to_reach(curves) -> dict:
     return out
 
 
+def radnet_al_runs(document) -> list:
+    """(key, system, result) of every radnet AL-vs-random run in the file: the shared data's and any --pool one's."""
+    return [(key, system, result) for key, part in document.items() if key.startswith('active_learning')
+            for system, result in part.items() if isinstance(result, dict) and 'curves' in result]
+
+
 def print_tables(document):
     for system, parts in document.get('spread', {}).items():
         for target, row in parts.items():
@@ -272,8 +306,8 @@ def print_tables(document):
               f'{result["after"]["both"]:.1f} ({result["after"]["polarization"]:.1f} + {result["after"]["dielectric"]:.1f}), '
               f'a round (both at once) {result["after"].get("round", float("nan")):.1f}; '
               f'density cubes alone {result["density_cubes_one_pass"]:.1f}')
-    for system, result in document.get('active_learning', {}).items():
-        print(f'{system}: pool {result["pool"]}, test {result["test"]} (uniform in displacement size)')
+    for key, system, result in radnet_al_runs(document):
+        print(f'{key} {system}: pool {result["pool"]}, test {result["test"]} (uniform in displacement size)')
         for random, active in zip(result['curves']['random'], result['curves']['active']):
             cells = [f'{c} MAE {random["errors"][c]["mae"]:.2e}/{active["errors"][c]["mae"]:.2e} max '
                      f'{random["errors"][c]["max"]:.2e}/{active["errors"][c]["max"]:.2e}' for c in random['errors']]
@@ -288,19 +322,19 @@ def plot(document, path):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    panels = [(system, column) for system, result in document.get('active_learning', {}).items()
+    panels = [(key, system, result, column) for key, system, result in radnet_al_runs(document)
               for column in result['curves']['random'][0]['errors']]
     if not panels:
         return
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.5), squeeze=False)
-    for axis, (system, column) in zip(axes[0], panels):
+    for axis, (key, system, result, column) in zip(axes[0], panels):
         for arm, colour in (('random', 'tab:grey'), ('active', 'tab:red')):
-            curve = document['active_learning'][system]['curves'][arm]
+            curve = result['curves'][arm]
             labels_ = [p['labels'] for p in curve]
             for metric, style in (('mae', '-'), ('max', '--')):
                 axis.semilogy(labels_, [p['errors'][column][metric] for p in curve], style, color=colour,
                               label=f'{arm} {metric}')
-        axis.set_title(f'{system} {column}')
+        axis.set_title(f'{system} {column}' + key.removeprefix('active_learning').replace('_', ' '), fontsize=9)
         axis.set_xlabel('labels')
     axes[0][0].set_ylabel('test error (e/Bohr² or ε∞)')
     axes[0][0].legend(fontsize=7)
@@ -318,23 +352,41 @@ def main(argv=None):
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--hyperparameters', type=json.loads, default={}, help='fit_committee overrides (JSON)')
+    parser.add_argument('--test-max-fraction', type=float, default=1.0,
+                        help='the al test set takes at most this share of a displacement bin (below 1 the pool keeps tail rows)')
+    parser.add_argument('--pool', nargs='+', type=pathlib.Path,
+                        help="exported 'response' datasets of the one --systems entry, rows concatenated: the pool with "
+                             "pre-computed labels in place of the shared HDF5; results under `<part key>_<--key-suffix>`")
+    parser.add_argument('--key-suffix', default='pool', help='with --pool: suffix of the result keys')
     parser.add_argument('--output', default=str(RESULTS))
     args = parser.parse_args(argv)
+    if args.pool and len(args.systems) != 1:
+        parser.error('--pool is one system\'s data: give one --systems entry.')
     torch.set_num_threads(args.threads)
     output = pathlib.Path(args.output)
     read = lambda: json.loads(output.read_text()) if output.exists() else {}  # noqa: E731
     document = read()
     log = lambda line: print(line, flush=True)  # noqa: E731
     for system in args.systems:
-        data = load_radnet_h5(DATA / SYSTEMS[system])
+        data = read_pool(args.pool) if args.pool else load_radnet_h5(DATA / SYSTEMS[system])
         for part in args.part:
             start = time.perf_counter()
             key = {'al': 'active_learning'}.get(part, part)
+            if args.pool:
+                key = f'{key}_{args.key_suffix}'
             result = {'spread': lambda: run_spread(system, data, log), 'speed': lambda: run_speed(system, data, log),
                       'al': lambda: run_al(system, data, args, log)}[part]()
             result['wall_seconds'] = time.perf_counter() - start
+            settings = {'hyperparameters': args.hyperparameters or 'package defaults',
+                        'trust': {'lo': 0.0, 'hi': 'inf', 'mode': 'relative'}, 'min_separation': 'plan_round default',
+                        'seed': args.seed, 'test_max_fraction': args.test_max_fraction}
             document = read()  # read again: other benchmarks write their own keys of this file meanwhile
             document.setdefault(key, {})[system] = result
+            if args.pool:  # the shared-data parts' document-wide entries stay theirs
+                result.update({'data': f"{len(data)} rows of {', '.join(path.name for path in args.pool)}",
+                               'settings': settings, 'machine': machine()})
+                output.write_text(json.dumps(document, indent=1))
+                continue
             document.update({
                 'description': __doc__.split('\n\n')[0], 'machine': machine(),
                 'units': {'polarization': 'e/Bohr^2 (MAE, max, spread)', 'dielectric': 'dimensionless',
@@ -342,9 +394,7 @@ def main(argv=None):
                 'data': 'shared radnet HDF5 (GaAs.h5, BN_cubic.h5), 800 configurations each, labels pre-computed',
             })
             if part == 'al':
-                document['al_settings'] = {'hyperparameters': args.hyperparameters or 'package defaults',
-                                           'trust': {'lo': 0.0, 'hi': 'inf', 'mode': 'relative'},
-                                           'min_separation': 'plan_round default', 'seed': args.seed}
+                document['al_settings'] = settings
             output.write_text(json.dumps(document, indent=1))
     print_tables(document)
     plot(document, output.with_suffix('.png'))

@@ -1,16 +1,18 @@
 """Label a small cubic-BN displacement set and print P and ε∞ per configuration, each with its ABINIT run.
 
     verdi run workchains/run_bn_labels.py [--protocol fast] [--count 4] [--sigma 0.01] [--seed 0]
+    verdi run workchains/run_bn_labels.py --protocol test --count 400 --sigma 0.03 --max-concurrent 2 --daemon
 
 Samples `count` displaced cells (a calcfunction: the seed is on record), labels the equilibrium cell
 and each displaced one with ABINIT (Berry-phase P, DFPT ε∞) through `LabelsWorkChain`, and prints
-P and ε∞ per configuration with the ABINIT calculation behind each row.
+P and ε∞ per configuration with the ABINIT calculation behind each row. `--daemon` submits and returns (a large
+set, e.g. an active-learning benchmark pool; export its `dataset` output with `aiida-mlresponse dataset export`).
 """
 
 import argparse
 
 from aiida import orm
-from aiida.engine import run_get_node
+from aiida.engine import run_get_node, submit
 
 from aiida_mlresponse.data import structure_from_arrays
 from aiida_mlresponse.physics.crystals import bn_cubic
@@ -23,12 +25,21 @@ parser.add_argument('--count', type=int, default=4)
 parser.add_argument('--sigma', type=float, default=0.01, help='displacement width in Å')
 parser.add_argument('--seed', type=int, default=0)
 parser.add_argument('--code', default='abinit@localhost')
+parser.add_argument('--max-concurrent', type=int, default=2, help='ABINIT runs in flight at once')
+parser.add_argument('--daemon', action='store_true', help='submit to the daemon and return')
 args = parser.parse_args()
 
 reference = structure_from_arrays(*bn_cubic())
 configurations = sample_displacement_configurations(reference, orm.Float(args.sigma), orm.Int(args.count), orm.Int(args.seed))
 builder = LabelsWorkChain.get_builder_from_protocol(
-    orm.load_code(args.code), configurations, 'response', reference=reference, protocol=args.protocol)
+    orm.load_code(args.code), configurations, 'response', reference=reference, protocol=args.protocol,
+    max_concurrent=args.max_concurrent)
+builder.metadata.label = f'bn labels {args.protocol} sigma {args.sigma} seed {args.seed}'
+if args.daemon:
+    node = submit(builder)
+    print(f'submitted {node.process_label}<{node.pk}>: follow with `verdi process report {node.pk}`; '
+          f'its `dataset` output holds the labels.')
+    raise SystemExit(0)
 results, node = run_get_node(builder)
 if not node.is_finished_ok:
     raise SystemExit(f'{node.process_label}<{node.pk}> failed: exit status {node.exit_status} {node.exit_message}')
