@@ -156,7 +156,7 @@ def spearman_ceiling(signed, draws=200, seed=0) -> float:
     return float(np.mean(values))
 
 
-def run_spread(system, data, log) -> dict:
+def run_spread(system, data, log, committees=('before', 'after')) -> dict:
     norm = displacement_norm(data.positions)
     order = np.argsort(-norm)
     wide, rest = order[:100], np.random.default_rng(0).permutation(order[100:])
@@ -166,6 +166,8 @@ def run_spread(system, data, log) -> dict:
         column = COLUMNS[target]
         row = {'n_train': len(train), 'n_test': len(test), 'n_wide': len(wide)}
         for name, hyperparameters in (('before', BEFORE), ('after', {})):
+            if name not in committees:
+                continue
             committee, metadata, seconds = fit(data, train, target, hyperparameters)
             entry = {'fit_seconds': seconds}
             for split, rows in (('test', test), ('wide', wide), ('box', np.concatenate([test, wide]))):
@@ -287,13 +289,17 @@ def radnet_al_runs(document) -> list:
 
 
 def print_tables(document):
-    for system, parts in document.get('spread', {}).items():
+    spread_runs = [(key, system, parts) for key, part in document.items() if key.startswith('spread')
+                   for system, parts in part.items()]
+    for key, system, parts in spread_runs:
         for target, row in parts.items():
-            if not isinstance(row, dict):
+            if not isinstance(row, dict) or 'after' not in row:
                 continue
             for name in ('before', 'after'):
+                if name not in row:
+                    continue
                 e = row[name]
-                print(f'{system:4s} {target:12s} {name:6s} test MAE {e["test"]["mae"]:.3e}  within 2σ test '
+                print(f'{key} {system:4s} {target:12s} {name:6s} test MAE {e["test"]["mae"]:.3e}  within 2σ test '
                       f'{e["test"]["within_2_sigma"]:.2f} wide {e["wide"]["within_2_sigma"]:.2f}  Spearman test '
                       f'{e["test"]["spearman"]:.2f} wide {e["wide"]["spearman"]:.2f}  per config test '
                       f'{e["test"]["spearman_per_configuration"]:.2f} wide {e["wide"]["spearman_per_configuration"]:.2f}'
@@ -374,7 +380,11 @@ def main(argv=None):
             key = {'al': 'active_learning'}.get(part, part)
             if args.pool:
                 key = f'{key}_{args.key_suffix}'
-            result = {'spread': lambda: run_spread(system, data, log), 'speed': lambda: run_speed(system, data, log),
+            # on a pool of the package's labels only the committee of now: the CNN committees of before are the
+            # shared data's comparison
+            committees = ('after',) if args.pool else ('before', 'after')
+            result = {'spread': lambda: run_spread(system, data, log, committees),
+                      'speed': lambda: run_speed(system, data, log),
                       'al': lambda: run_al(system, data, args, log)}[part]()
             result['wall_seconds'] = time.perf_counter() - start
             settings = {'hyperparameters': args.hyperparameters or 'package defaults',
