@@ -230,15 +230,32 @@ def uniform_test_rows(norm, bins=10, per_bin=20, seed=0, max_fraction=1.0) -> np
 
 
 def run_al(system, data, args, log) -> dict:
+    """One AL-vs-random run per seed (each its own test split, initial labels and random picks); with several
+    seeds the curves are averaged over them and the labels-to-reach come from the mean curves."""
+    runs = [run_al_seed(system, data, args, seed, log) for seed in range(args.seed, args.seed + args.seeds)]
+    if len(runs) == 1:
+        return runs[0]
+    mean = {arm: [{'labels': point['labels'], 'errors': {
+        column: {metric: float(np.mean([run['curves'][arm][k]['errors'][column][metric] for run in runs]))
+                 for metric in ('mae', 'max')} for column in point['errors']}}
+        for k, point in enumerate(runs[0]['curves'][arm])] for arm in runs[0]['curves']}
+    return {**{key: runs[0][key] for key in ('initial', 'batch', 'budget')},
+            'pool': [run['pool'] for run in runs], 'test': [run['test'] for run in runs], 'seeds': len(runs),
+            'curves': mean, 'labels_to_reach_random_final': labels_to_reach(mean),
+            'per_seed': [{'labels_to_reach_random_final': run['labels_to_reach_random_final'], 'curves': run['curves']}
+                         for run in runs]}
+
+
+def run_al_seed(system, data, args, seed, log) -> dict:
     norm = displacement_norm(data.positions)
-    test = uniform_test_rows(norm, max_fraction=args.test_max_fraction)
+    test = uniform_test_rows(norm, seed=seed, max_fraction=args.test_max_fraction)
     pool = np.setdiff1d(np.arange(len(data)), test)
-    initial = np.random.default_rng(args.seed).choice(pool, args.initial, replace=False)
+    initial = np.random.default_rng(seed).choice(pool, args.initial, replace=False)
     reference = data.positions.mean(axis=0) / ANGSTROM_TO_BOHR
     truth = labels(data, test)
     curves = {}
     for arm in ('random', 'active'):
-        rng = np.random.default_rng(args.seed + 1)
+        rng = np.random.default_rng(seed + 1)
         chosen, curve = list(initial), []
         while True:
             start = time.perf_counter()
@@ -248,7 +265,7 @@ def run_al(system, data, args, log) -> dict:
                 predictions.update(predict(committee, metadata, data, test))
             errors = errors_against_labels(predictions, truth, {c: 1.0 for c in truth})['columns']
             curve.append({'labels': len(chosen), 'errors': errors, 'seconds': time.perf_counter() - start})
-            log(f'{system} {arm} {len(chosen)} labels: ' + ', '.join(
+            log(f'{system} seed {seed} {arm} {len(chosen)} labels: ' + ', '.join(
                 f'{c} MAE {e["mae"]:.3e} max {e["max"]:.3e}' for c, e in errors.items()))
             if len(chosen) >= args.budget:
                 break
@@ -313,7 +330,8 @@ def print_tables(document):
               f'a round (both at once) {result["after"].get("round", float("nan")):.1f}; '
               f'density cubes alone {result["density_cubes_one_pass"]:.1f}')
     for key, system, result in radnet_al_runs(document):
-        print(f'{key} {system}: pool {result["pool"]}, test {result["test"]} (uniform in displacement size)')
+        print(f'{key} {system}: pool {result["pool"]}, test {result["test"]} (uniform in displacement size)'
+              + (f', mean of {result["seeds"]} seeds' if 'seeds' in result else ''))
         for random, active in zip(result['curves']['random'], result['curves']['active']):
             cells = [f'{c} MAE {random["errors"][c]["mae"]:.2e}/{active["errors"][c]["mae"]:.2e} max '
                      f'{random["errors"][c]["max"]:.2e}/{active["errors"][c]["max"]:.2e}' for c in random['errors']]
@@ -356,6 +374,7 @@ def main(argv=None):
     parser.add_argument('--batch', type=int, default=20)
     parser.add_argument('--budget', type=int, default=160)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--seeds', type=int, default=1, help='al: runs with seeds seed, seed+1, ...; curves averaged')
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--hyperparameters', type=json.loads, default={}, help='fit_committee overrides (JSON)')
     parser.add_argument('--test-max-fraction', type=float, default=1.0,
@@ -389,7 +408,7 @@ def main(argv=None):
             result['wall_seconds'] = time.perf_counter() - start
             settings = {'hyperparameters': args.hyperparameters or 'package defaults',
                         'trust': {'lo': 0.0, 'hi': 'inf', 'mode': 'relative'}, 'min_separation': 'plan_round default',
-                        'seed': args.seed, 'test_max_fraction': args.test_max_fraction}
+                        'seed': args.seed, 'seeds': args.seeds, 'test_max_fraction': args.test_max_fraction}
             document = read()  # read again: other benchmarks write their own keys of this file meanwhile
             document.setdefault(key, {})[system] = result
             if args.pool:  # the shared-data parts' document-wide entries stay theirs
