@@ -22,12 +22,11 @@ def dataset():
 def dataset_export(identifier, output, required_only):
     """Write the DatasetData IDENTIFIER (pk or uuid) to OUTPUT (.npz)."""
     from aiida_mlresponse.data.dataset import DatasetData
-    from aiida_mlresponse.data.schema import read_npz
 
     node = load_node(identifier, DatasetData, 'DatasetData')
     path = node.export_npz(output, required_only=required_only)
-    _, arrays, _ = read_npz(path)
-    click.echo(f'{node.kind} dataset <{node.pk}>: {node.size} rows, columns {", ".join(sorted(arrays))} -> {path}')
+    click.echo(f'{node.kind} dataset <{node.pk}>: {node.size} rows, columns '
+               f'{", ".join(sorted(node.column_names(required_only)))} -> {path}')
 
 
 @dataset.command('import')

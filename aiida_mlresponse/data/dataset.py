@@ -40,9 +40,14 @@ class DatasetData(orm.ArrayData):
     def size(self) -> int:
         return self.base.attributes.get('size')
 
-    def rows(self) -> dict:
-        """name -> array of every column."""
-        return {name: self.get_array(name) for name in self.get_arraynames()}
+    def column_names(self, required_only: bool = False) -> list[str]:
+        """The stored columns; with `required_only` without the schema's optional ones (the Mg fields)."""
+        optional = set(get_schema(self.kind).optional) if required_only else set()
+        return [name for name in self.get_arraynames() if name not in optional]
+
+    def rows(self, required_only: bool = False) -> dict:
+        """name -> array of every column (of `column_names(required_only)`)."""
+        return {name: self.get_array(name) for name in self.column_names(required_only)}
 
     def extra_attributes(self) -> dict:
         """The node attributes that are not the arrays' bookkeeping (symbols, calculations, source, ...)."""
@@ -52,11 +57,7 @@ class DatasetData(orm.ArrayData):
     def export_npz(self, path, required_only: bool = False):
         """Write the dataset file `aiida-mlresponse dataset import` and the training entry point read.
         `required_only` leaves out the schema's optional columns (the Mg fields: a compact file of the scalars)."""
-        rows = self.rows()
-        if required_only:
-            optional = set(get_schema(self.kind).optional)
-            rows = {name: array for name, array in rows.items() if name not in optional}
-        return write_npz(path, self.kind, rows, {**self.extra_attributes(), 'uuid': self.uuid})
+        return write_npz(path, self.kind, self.rows(required_only), {**self.extra_attributes(), 'uuid': self.uuid})
 
     @classmethod
     def from_npz(cls, path) -> 'DatasetData':
