@@ -79,25 +79,20 @@ def machine() -> dict:
 
 def read_pool(paths) -> RadnetDataset:
     """Exported 'response' datasets of one cell (`aiida-mlresponse dataset export`), rows concatenated, in the units
-    of the radnet reader (Bohr; P branch fixed against the first row, as `load_radnet_h5` does)."""
+    of the radnet reader (`RadnetDataset.from_dataset`; P branch fixed against the first row, as `load_radnet_h5` does)."""
     parts = []
     for path in paths:
         kind, arrays, attributes = read_npz(path)
         if kind != 'response':
             raise SystemExit(f'{path}: a `{kind}` dataset; the radnet pool is a `response` one.')
         parts.append((arrays, attributes))
-    cells = np.concatenate([arrays['cells'] for arrays, _ in parts]) * ANGSTROM_TO_BOHR
-    if not np.allclose(cells, cells[0], atol=1e-8):
-        raise SystemExit('the pool files hold more than one cell; a radnet committee is fitted on one.')
-    numbers = {tuple(attributes['atomic_numbers']) for _, attributes in parts}
-    if len(numbers) != 1:
+    if len({tuple(attributes['atomic_numbers']) for _, attributes in parts}) != 1:
         raise SystemExit('the pool files hold different atoms.')
-    polarization = np.concatenate([arrays['polarization'] for arrays, _ in parts])
-    return RadnetDataset(np.array(numbers.pop()), cells[0],
-                         np.concatenate([arrays['positions'] for arrays, _ in parts]) * ANGSTROM_TO_BOHR,
-                         fix_branch(polarization, polarization[0], cells[0]),
-                         np.concatenate([arrays['dielectric_tensor'] for arrays, _ in parts]),
-                         name='+'.join(pathlib.Path(path).stem for path in paths))
+    columns = {name: np.concatenate([arrays[name] for arrays, _ in parts])
+               for name in ('cells', 'positions', 'polarization', 'dielectric_tensor')}
+    data = RadnetDataset.from_dataset(columns, parts[0][1], name='+'.join(pathlib.Path(path).stem for path in paths))
+    data.polarization = fix_branch(data.polarization, data.polarization[0], data.cell)
+    return data
 
 
 def displacement_norm(positions) -> np.ndarray:

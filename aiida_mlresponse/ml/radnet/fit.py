@@ -40,11 +40,10 @@ import time
 import numpy as np
 import torch
 
-from ...physics.units import ANGSTROM_TO_BOHR
 from .. import checkpoint
 from ..common import standardization, tensor_to_voigt
 from .committee import DEFAULT_DENSITY, Committee, atom_cubes_from
-from .hdf5 import TARGETS
+from .hdf5 import TARGETS, RadnetDataset
 from .calibration import fit_spread_calibration
 from .heads import fit_heads, fit_projection, select_heads
 from .network import RadNet, complete_hyperparameters
@@ -423,17 +422,11 @@ def train_from_dataset(arrays: dict, attributes: dict, hyperparameters: dict, mo
     hyperparameters = dict(hyperparameters)
     target = hyperparameters.pop('target', 'polarization')
     seed = int(hyperparameters.pop('seed', 0))
-    cells = np.asarray(arrays['cells'], dtype=float)
-    if not np.allclose(cells, cells[0], atol=1e-10):
-        raise ValueError('a radnet committee is trained on configurations of one cell; this dataset has several.')
-    cell = cells[0] * ANGSTROM_TO_BOHR
-    positions = np.asarray(arrays['positions'], dtype=float) * ANGSTROM_TO_BOHR
-    numbers = np.asarray(attributes['atomic_numbers'], dtype=int)
-    targets = arrays['polarization'] if target == 'polarization' else tensor_to_voigt(arrays['dielectric_tensor'])
+    data = RadnetDataset.from_dataset(arrays, attributes)
     parent_committee = checkpoint.load(parent)[0] if parent is not None else None
-    committee, results = fit_committee(positions, cell, numbers, np.asarray(targets, dtype=float), target,
+    committee, results = fit_committee(data.positions, data.cell, data.numbers, data.targets(target), target,
                                        hyperparameters=hyperparameters, log=log, seed=seed, parent=parent_committee)
-    metadata = model_metadata(committee, target, cell, numbers, len(positions))
+    metadata = model_metadata(committee, target, data.cell, data.numbers, len(data))
     curves = {f'member_{k}': result.curve_arrays() for k, result in enumerate(results)}
     checkpoint.save(model_path, committee, metadata=metadata, curves=curves)
 

@@ -7,7 +7,8 @@ File layout: ``atomic_numbers`` (N,), ``cell`` (3, 3) rows in Å, ``coordinates`
 Inside the package everything is atomic units: `RadnetDataset` holds the cell and positions in Bohr,
 P in e/Bohr² with its branch fixed, and ε∞ both as tensors and as six Voigt components
 (xx, yy, zz, yz, xz, xy; `ml.common`). A `DatasetData` node of kind 'response' is made from such a file by
-`aiida_mlresponse.data.dataset.dataset_from_radnet_h5`.
+`aiida_mlresponse.data.dataset.dataset_from_radnet_h5`; `RadnetDataset.from_dataset` goes the other way, from the
+columns of such a dataset's file.
 """
 
 from __future__ import annotations
@@ -36,6 +37,18 @@ class RadnetDataset:
     polarization: np.ndarray  # (M, 3) e/Bohr², branch fixed
     dielectric: np.ndarray  # (M, 3, 3)
     name: str = ''
+
+    @classmethod
+    def from_dataset(cls, arrays: dict, attributes: dict, name: str = '') -> 'RadnetDataset':
+        """The columns of a 'response' dataset file (positions and cells in Å, P in e/Bohr² with the branch the
+        labelling fixed, ε∞; `attributes['atomic_numbers']`) in atomic units; refuses several cells."""
+        cells = np.asarray(arrays['cells'], dtype=float)
+        if not np.allclose(cells, cells[0], atol=1e-10):
+            raise ValueError('a radnet committee is trained on configurations of one cell; this dataset has several.')
+        return cls(np.asarray(attributes['atomic_numbers'], dtype=int), cells[0] * ANGSTROM_TO_BOHR,
+                   np.asarray(arrays['positions'], dtype=float) * ANGSTROM_TO_BOHR,
+                   np.asarray(arrays['polarization'], dtype=float), np.asarray(arrays['dielectric_tensor'], dtype=float),
+                   name=name)
 
     def __len__(self) -> int:
         return len(self.positions)
