@@ -102,6 +102,15 @@ def cauchy_stress(energy: EnergyFn, deformations) -> np.ndarray:
     return voigt_to_tensor(voigt).numpy()
 
 
+def free_energy_gradient(deformations, stress) -> np.ndarray:
+    """∂F/∂D (B, 6) from Cauchy stresses (B, 3, 3) of the cells of D (B, 6): the inverse of `cauchy_stress`,
+    σ_v = Σ_m ∂F/∂D_m M[m, v] solved for ∂F/∂D (M is invertible for any cell of positive volume)."""
+    stress = np.asarray(stress, dtype=np.float64).reshape(-1, 3, 3)
+    voigt = np.stack([stress[:, i, j] for i, j in VOIGT_PAIRS], -1)
+    stress_map = cauchy_stress_map(deformations).numpy()
+    return np.linalg.solve(np.transpose(stress_map, (0, 2, 1)), voigt[..., None])[..., 0]
+
+
 def stress_finite_difference(energy: EnergyFn, strain, h: float = 1e-5) -> np.ndarray:
     """σ (3, 3) at one strain by central differences of F, the cross-check of `stress`."""
     e0 = np.asarray(strain, dtype=float)

@@ -87,6 +87,16 @@ def test_cauchy_stress_of_a_pressure_term_is_hydrostatic_at_any_strain():
     np.testing.assert_allclose(sigma, np.broadcast_to(p * np.eye(3), sigma.shape), atol=1e-15)
 
 
+def test_free_energy_gradient_inverts_the_cauchy_stress():
+    """∂F/∂D recovered from σ (what the labels give) equals autograd's ∂F/∂D of the energy behind σ."""
+    deformations = pcamlp_deformations(5, np.random.default_rng(6))
+    sigma = st.cauchy_stress(quadratic_energy, deformations)
+    d = torch.as_tensor(deformations).clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(quadratic_energy(d).sum(), d)
+    gradient = st.free_energy_gradient(deformations, sigma)
+    np.testing.assert_allclose(gradient, expected.numpy(), rtol=1e-9, atol=1e-14)
+
+
 def test_cauchy_stress_equals_the_small_distortion_form_at_the_reference():
     d0 = strain_to_deformation(torch.zeros(1, 3, 3, dtype=torch.float64)).numpy()
     np.testing.assert_allclose(st.cauchy_stress(quadratic_energy, d0)[0] + 1.0, st.stress(quadratic_energy, np.zeros((3, 3))) + 1.0,
