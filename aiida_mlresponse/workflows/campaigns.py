@@ -29,28 +29,33 @@ CAMPAIGNS = {
 
 
 def campaign_builder(system: str, abinit_code, training_code, protocol: str = 'fast', budget: int | None = None,
-                     seed: int = 0, initial: int | None = None, **settings):
+                     seed: int = 0, initial: int | None = None, dataset=None, pool: int | None = None, **settings):
     """An `ActiveLearningWorkChain` builder for `system` (bn, gaas, mg); `initial` replaces the preset's size of the
-    initial sample; `settings` override the preset's work-chain inputs (batch_size, max_rounds, trust,
-    hyperparameters, test_dataset, ...)."""
+    initial sample, `pool` its number of candidates; with `dataset` (a `DatasetData` of earlier labels) the campaign
+    starts from those labels instead of labelling an initial sample; `settings` override the preset's work-chain
+    inputs (batch_size, max_rounds, trust, hyperparameters, test_dataset, ...)."""
     if system not in CAMPAIGNS:
         raise ValueError(f'unknown campaign `{system}`; known: {", ".join(CAMPAIGNS)}.')
-    preset = dict(CAMPAIGNS[system], **({'initial': initial} if initial else {}))
+    preset = dict(CAMPAIGNS[system], **({'initial': initial} if initial else {}), **({'pool': pool} if pool else {}))
     builder = ActiveLearningWorkChain.get_builder()
     builder.labelling.code = abinit_code
     builder.labelling.protocol = orm.Str(protocol)
     builder.labelling.max_concurrent = orm.Int(preset['max_concurrent'])
     builder.model_kind = orm.Str(preset['model_kind'])
     builder.training_code = training_code
+    if dataset is not None:
+        builder.dataset = dataset
     if preset['model_kind'] == 'radnet':
         reference = structure_from_arrays(*preset['structure']())
         builder.labelling.reference = reference
-        builder.initial = sample_displacement_configurations(reference, orm.Float(preset['sigma']), orm.Int(preset['initial']), orm.Int(seed))
+        if dataset is None:
+            builder.initial = sample_displacement_configurations(reference, orm.Float(preset['sigma']), orm.Int(preset['initial']), orm.Int(seed))
         builder.pool = sample_displacement_configurations(reference, orm.Float(preset['pool_sigma']), orm.Int(preset['pool']), orm.Int(seed + 1))
     else:
         builder.labelling.warm_start = orm.Bool(True)
-        builder.initial = sample_deformation_configurations(orm.Int(preset['initial']), orm.Int(seed),
-                                                            orm.Float(preset['sigma_lambda']), orm.Float(preset['sigma_theta']))
+        if dataset is None:
+            builder.initial = sample_deformation_configurations(orm.Int(preset['initial']), orm.Int(seed),
+                                                                orm.Float(preset['sigma_lambda']), orm.Float(preset['sigma_theta']))
         builder.pool = sample_deformation_configurations(orm.Int(preset['pool']), orm.Int(seed + 1),
                                                          orm.Float(preset['pool_sigma_lambda']), orm.Float(preset['pool_sigma_theta']))
     builder.batch_size = orm.Int(preset['batch_size'])
@@ -83,6 +88,19 @@ def enable_caching() -> list[str]:
     return added
 
 
+def load_dataset(identifier: str, option: str):
+    """The `DatasetData` node named by a pk or uuid on the command line, or SystemExit with one line saying why."""
+    import click
+
+    from aiida_mlresponse.cli.arguments import load_node
+    from aiida_mlresponse.data.dataset import DatasetData
+
+    try:
+        return load_node(identifier, DatasetData, 'dataset')
+    except click.ClickException as exc:
+        raise SystemExit(f'{option}: {exc.message}') from None
+
+
 def launch(system: str, argv=None):
     """The body of the `workchains/run_<system>_campaign.py` scripts: parse options, run or submit, print."""
     import argparse
@@ -98,18 +116,26 @@ def launch(system: str, argv=None):
                         help=f'labels picked per round (default {CAMPAIGNS[system]["batch_size"]})')
     parser.add_argument('--initial', type=int, default=None,
                         help=f'size of the initial sample (default {CAMPAIGNS[system]["initial"]})')
+    parser.add_argument('--pool', type=int, default=None,
+                        help=f'candidate configurations (default {CAMPAIGNS[system]["pool"]})')
+    parser.add_argument('--dataset', default=None,
+                        help='PK or UUID of a dataset of earlier labels to start from (no initial sample is labelled)')
+    parser.add_argument('--test-dataset', default=None,
+                        help='PK or UUID of a held-out dataset: test MAE and max in every round\'s record')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--code', default='abinit@localhost')
     parser.add_argument('--training-code', default='mlresponse-python@localhost')
     parser.add_argument('--daemon', action='store_true', help='submit to the daemon and return')
     args = parser.parse_args(argv)
+    datasets = {name: load_dataset(getattr(args, name), f'--{name.replace("_", "-")}')
+                for name in ('dataset', 'test_dataset') if getattr(args, name)}
     added = enable_caching()
     if added:
         print(f'caching enabled for {", ".join(added)} in this profile (`verdi config show caching.enabled_for`): '
               'a campaign started again reuses finished ABINIT runs and trainings')
     builder = campaign_builder(system, orm.load_code(args.code), orm.load_code(args.training_code),
                                protocol=args.protocol, budget=args.budget, seed=args.seed, initial=args.initial,
-                               **({'batch_size': args.batch_size} if args.batch_size else {}))
+                               pool=args.pool, **datasets, **({'batch_size': args.batch_size} if args.batch_size else {}))
     if args.daemon:
         node = submit(builder)
         print(f'submitted {node.process_label}<{node.pk}>; follow it with `verdi process report {node.pk}` and '
