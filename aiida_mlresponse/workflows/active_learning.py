@@ -276,13 +276,12 @@ class ActiveLearningWorkChain(WorkChain):
 
     def score(self):
         start = time.time()
-        inputs = {f'model_{target}': model for target, model in self.ctx.models.items()}
-        if 'picked_predictions' in self.ctx:
-            inputs['previous'] = self.ctx.picked_predictions
-        outputs = score_pool(self.ctx.pool, self.ctx.dataset, orm.Dict(self._settings()), **inputs)
+        models = {f'model_{target}': model for target, model in self.ctx.models.items()}
+        previous = {'previous': self.ctx.picked_predictions} if 'picked_predictions' in self.ctx else {}
+        outputs = score_pool(self.ctx.pool, self.ctx.dataset, orm.Dict(self._settings()), **models, **previous)
         self.ctx.times['scoring_seconds'] = time.time() - start
         if 'test_dataset' in self.inputs:
-            self.ctx.test_errors = evaluate_models(self.inputs.test_dataset, **inputs)
+            self.ctx.test_errors = evaluate_models(self.inputs.test_dataset, **models)
         self.ctx.decisions = outputs['decisions']
         self.ctx.picks = outputs['picks']
         self.ctx.picked_predictions = outputs['picked_predictions']

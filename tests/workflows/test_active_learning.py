@@ -1,15 +1,19 @@
 """ActiveLearningWorkChain with real ABINIT (test protocol) and real training: rounds, decisions on record, stop rules."""
 
+import pathlib
+
 import numpy as np
 import pytest
 from aiida import orm
 from aiida.engine import run_get_node
 
+from aiida_mlresponse.data.dataset import DatasetData
 from aiida_mlresponse.sampling import acquisition as acq
 from aiida_mlresponse.workflows import al_steps
 from aiida_mlresponse.workflows.active_learning import ActiveLearningWorkChain
 from aiida_mlresponse.workflows.labels import sample_displacement_configurations
 
+MG_TEST_EXPORT = pathlib.Path(__file__).resolve().parents[2] / 'benchmarks' / 'data' / 'mg_test_182.npz'
 TINY_RADNET = {'n_members': 2, 'seed': 1, 'training': {'epochs': 2, 'log_every': 1}}
 
 
@@ -172,12 +176,19 @@ def test_two_round_mg_campaign(abinit_code, pseudo_families, python_code):
     builder.max_rounds = orm.Int(1)
     builder.trust = orm.Dict({'lo': 1e-9, 'hi': 1e9})
     builder.selection = orm.Dict({'instability_share': 0.5, 'min_separation': 0.0})  # one pick by spread, one by the softest mode
+    # held-out labels (the committed `test`-protocol export): every round's record carries its test errors
+    builder.test_dataset = DatasetData.from_npz(MG_TEST_EXPORT).store()
     results, node = run_get_node(builder)
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
     assert results['stop_reason'].value.startswith('round limit')
     dataset = results['dataset']
     assert dataset.kind == 'mg_strain' and dataset.size == 7 and set(results['models']) == {'pcamlp'}
-    assert len(campaign_rounds(node)) == 2  # round 1 labels two picks, round 2 trains on all and stops
+    rounds = campaign_rounds(node)
+    assert len(rounds) == 2  # round 1 labels two picks, round 2 trains on all and stops
+    for row in rounds:
+        errors = row['test_errors']
+        assert errors['rows'] == 182 and 0 < errors['free_energy']['mae'] <= errors['free_energy']['max']
+    assert rounds[0]['test_errors'] != rounds[1]['test_errors']  # round 2's model, not round 1's, was tested
     # round 2 warm-starts from round 1's model (the pcamlp default), with the link on record
     first, second = sorted((n for n in node.called if n.process_label == 'TrainingCalculation'), key=lambda n: n.ctime)
     assert 'parent_model' not in first.inputs and second.inputs.parent_model.uuid == first.outputs.model.uuid
