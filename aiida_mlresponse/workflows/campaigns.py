@@ -111,7 +111,7 @@ def launch(system: str, argv=None):
 
     parser = argparse.ArgumentParser(description=f'Active-learning campaign: {system}')
     parser.add_argument('--protocol', default='fast', help='ABINIT protocol of the labels (test, fast, moderate, precise)')
-    parser.add_argument('--budget', type=int, default=None, help=f'DFT labels in all (default {CAMPAIGNS[system]["budget"]})')
+    parser.add_argument('--budget', type=int, default=None, help=f'DFT labels in all, a starting --dataset\'s included (default {CAMPAIGNS[system]["budget"]})')
     parser.add_argument('--batch-size', type=int, default=None,
                         help=f'labels picked per round (default {CAMPAIGNS[system]["batch_size"]})')
     parser.add_argument('--initial', type=int, default=None,
