@@ -1,5 +1,5 @@
 """`aiida-mlresponse dataset`: export a `DatasetData` to the schema's `.npz` file, import one back, harvest the
-finished labels of a stopped labelling work chain."""
+finished labels of a stopped labelling work chain, merge datasets into one."""
 
 from __future__ import annotations
 
@@ -49,6 +49,27 @@ def dataset_import(path, label):
         node.label = label
     node.store()
     click.echo(f'{node.kind} dataset <{node.pk}> ({node.uuid}): {node.size} rows')
+
+
+@dataset.command('merge')
+@click.argument('identifiers', nargs=-1, required=True)
+def dataset_merge(identifiers):
+    """One DatasetData with the rows of the datasets IDENTIFIERS (pks or uuids, in that order), made by the
+    calcfunction `workflows.labels.merge_datasets` (linked to each): a campaign's `--dataset` from several earlier
+    campaigns. Refused if the kinds or the labels' settings (the Mg FFT grid, the atoms) differ."""
+    from aiida_mlresponse.data.dataset import DatasetData
+
+    nodes = [load_node(identifier, DatasetData, 'DatasetData') for identifier in identifiers]
+    if len(nodes) < 2:
+        raise click.ClickException('give at least two datasets to merge.')
+    from aiida_mlresponse.workflows.labels import merge_datasets, mergeable
+
+    reason = mergeable(nodes)
+    if reason:
+        raise click.ClickException(reason)
+    merged = merge_datasets(**{f'dataset_{i}': node for i, node in enumerate(nodes)})
+    click.echo(f'{merged.kind} dataset <{merged.pk}> ({merged.uuid}): {merged.size} rows from '
+               + ', '.join(f'<{n.pk}> ({n.size})' for n in nodes))
 
 
 @dataset.command('harvest')

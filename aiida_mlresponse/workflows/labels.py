@@ -304,6 +304,47 @@ def collect_dataset(kind: orm.Str, **inputs) -> DatasetData:
     return dataset
 
 
+#: attributes that record where rows came from; every other extra attribute (the Mg FFT grid, the atoms' symbols)
+#: says how the labels were computed and must agree between datasets that become one training set
+PROVENANCE_ATTRIBUTES = ('calculations', 'source_uuid', 'sources')
+
+
+def mergeable(datasets) -> str | None:
+    """Why `datasets` cannot be one training set (None if they can): another kind, or labels computed otherwise."""
+    first = datasets[0]
+    settings = {k: v for k, v in first.extra_attributes().items() if k not in PROVENANCE_ATTRIBUTES}
+    for other in datasets[1:]:
+        if other.kind != first.kind:
+            return f'dataset <{other.pk}> is `{other.kind}`, dataset <{first.pk}> `{first.kind}`.'
+        theirs = {k: v for k, v in other.extra_attributes().items() if k not in PROVENANCE_ATTRIBUTES}
+        for key in sorted(set(settings) | set(theirs)):
+            if settings.get(key) != theirs.get(key):
+                return (f'`{key}` differs: {settings.get(key)} in dataset <{first.pk}>, {theirs.get(key)} in <{other.pk}> '
+                        '(labels computed with other settings do not make one training set).')
+    return None
+
+
+@calcfunction
+def merge_datasets(**datasets) -> DatasetData:
+    """One DatasetData with the rows of `dataset_0`, `dataset_1`, ... in that order (the columns they all have), for a
+    campaign that starts from the labels of several earlier ones. Each row keeps its `configuration_index`;
+    the `sources` attribute says which rows came from which dataset (uuid)."""
+    ordered = [datasets[key] for key in sorted(datasets, key=lambda key: int(key.rsplit('_', 1)[1]))]
+    reason = mergeable(ordered)
+    if reason:
+        raise ValueError(reason)
+    columns = set.intersection(*(set(d.column_names()) for d in ordered))
+    rows = {name: np.concatenate([d.get_array(name) for d in ordered]) for name in sorted(columns)}
+    merged = DatasetData()
+    for key, value in ordered[0].extra_attributes().items():
+        if key not in PROVENANCE_ATTRIBUTES:
+            merged.base.attributes.set(key, value)
+    merged.base.attributes.set('calculations', [c for d in ordered for c in d.base.attributes.get('calculations', [])])
+    merged.base.attributes.set('sources', [{'uuid': d.uuid, 'rows': d.size} for d in ordered])
+    merged.set_rows(ordered[0].kind, rows)
+    return merged
+
+
 def harvest_labels(node) -> DatasetData:
     """The labels a `LabelsWorkChain` `node` got, finished or not (killed, stopped for good): one DatasetData made
     by `collect_dataset` from the outputs of every configuration that finished (link label `label_<index>`), after
