@@ -58,9 +58,17 @@ from aiida_mlresponse.sampling import acquisition as acq  # noqa: E402
 from aiida_mlresponse.workflows.al_steps import DEFORMATION_SCALE, REFERENCE_DEFORMATION, relative_stiffness  # noqa: E402
 
 
-def fit(data, rows, seed):
+def read_exports(paths) -> dict:
+    """The rows of exported `mg_strain` datasets, concatenated: D, F, R and stress (the model-named arrays)."""
+    parts = [read_dataset(path) for path in paths]
+    return {name: np.concatenate([part[name] for part in parts]) for name in ('D', 'F', 'R', 'stress')}
+
+
+def fit(data, rows, seed, settings: dict | None = None):
+    """The package's fit of the F (also on the stress) and R heads on `rows`; `settings` override `FitSettings`."""
     model, _ = fit_pcamlp(data['D'][rows], {'F': data['F'][rows], 'R': data['R'][rows]}, None,
-                          stress=data['stress'][rows], settings=FitSettings(seed=seed, log_every=10**9))
+                          stress=data['stress'][rows],
+                          settings=FitSettings(**{'seed': seed, 'log_every': 10**9, **(settings or {})}))
     return model
 
 
@@ -104,8 +112,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
-    parts = [read_dataset(path) for path in args.datasets]
-    data = {name: np.concatenate([part[name] for part in parts]) for name in ('D', 'F', 'R', 'stress')}
+    data = read_exports(args.datasets)
     size = np.linalg.norm((data['D'] - REFERENCE_DEFORMATION) / DEFORMATION_SCALE, axis=1)
     runs = {}
     for seed in args.seeds:

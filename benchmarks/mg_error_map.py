@@ -37,22 +37,26 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 
 from active_learning import machine  # noqa: E402
-from active_learning_mg import fit  # noqa: E402
+from active_learning_mg import fit, read_exports  # noqa: E402
 
-from aiida_mlresponse.ml.pcamlp.data import read_dataset  # noqa: E402
 from aiida_mlresponse.ml.scoring import predict_columns  # noqa: E402
 from aiida_mlresponse.workflows.al_steps import DEFORMATION_SCALE, REFERENCE_DEFORMATION, relative_stiffness  # noqa: E402
 
 RESULTS = ROOT / 'benchmarks' / 'results' / 'mg_error_map.json'
 
 
-def cross_validated(data: dict, folds: int, seed: int) -> dict:
-    """Per row, the out-of-fold prediction errors and the predicted relative stiffness."""
-    order = np.random.default_rng(seed).permutation(len(data['F']))
-    f_error, r_error, stiffness = (np.zeros(len(order)) for _ in range(3))
+def fold_splits(n: int, folds: int, seed: int):
+    """(k, train rows, test rows) of each fold: a seeded permutation, fold k its rows k, k + folds, ..."""
+    order = np.random.default_rng(seed).permutation(n)
     for k in range(folds):
         test = order[k::folds]
-        train = np.setdiff1d(order, test)
+        yield k, np.setdiff1d(order, test), test
+
+
+def cross_validated(data: dict, folds: int, seed: int) -> dict:
+    """Per row, the out-of-fold prediction errors and the predicted relative stiffness."""
+    f_error, r_error, stiffness = (np.zeros(len(data['F'])) for _ in range(3))
+    for k, train, test in fold_splits(len(data['F']), folds, seed):
         model = fit(data, train, seed + k)
         predictions = predict_columns('pcamlp', model, {}, {'deformations': data['D'][test]})
         f_error[test] = 1e3 * np.abs(predictions['free_energy'][0] - data['F'][test])
@@ -99,8 +103,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
-    parts = [read_dataset(path) for path in args.datasets]
-    data = {name: np.concatenate([part[name] for part in parts]) for name in ('D', 'F', 'R', 'stress')}
+    data = read_exports(args.datasets)
     cv = cross_validated(data, args.folds, args.seed)
     values = descriptors(data, cv['relative_stiffness'])
     result = {'data': f'mg_strain datasets {[pathlib.Path(p).name for p in args.datasets]}: {len(data["F"])} rows',

@@ -44,10 +44,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 
 from active_learning import machine  # noqa: E402
+from active_learning_mg import fit, read_exports  # noqa: E402
+from mg_error_map import fold_splits  # noqa: E402
 
-from aiida_mlresponse.ml.pcamlp.data import read_dataset  # noqa: E402
-from aiida_mlresponse.ml.pcamlp.fit import fit_pcamlp  # noqa: E402
-from aiida_mlresponse.ml.pcamlp.training_loop import FitSettings  # noqa: E402
 from aiida_mlresponse.ml.scoring import predict_columns  # noqa: E402
 from aiida_mlresponse.physics.stress import free_energy_gradient  # noqa: E402
 from aiida_mlresponse.workflows.al_steps import DEFORMATION_SCALE, REFERENCE_DEFORMATION  # noqa: E402
@@ -81,13 +80,6 @@ def label_consistency(data: dict, gradient: np.ndarray) -> dict:
             'closest_pairs': [{'distance': float(distance[k]), 'residual_mHa': float(residual[k])} for k in closest]}
 
 
-def folds_of(n: int, folds: int, seed: int):
-    order = np.random.default_rng(seed).permutation(n)
-    for k in range(folds):
-        test = order[k::folds]
-        yield k, np.setdiff1d(order, test), test
-
-
 def errors_mha(predicted, data, rows) -> np.ndarray:
     return 1e3 * np.abs(np.asarray(predicted) - data['F'][rows])
 
@@ -101,11 +93,9 @@ def learning_curve(data: dict, folds: int, seed: int, settings: dict) -> list[di
     points = []
     for fraction in FRACTIONS:
         errors, sizes = np.zeros(len(data['F'])), []
-        for k, train, test in folds_of(len(data['F']), folds, seed):
+        for k, train, test in fold_splits(len(data['F']), folds, seed):
             rows = np.random.default_rng(seed + k).permutation(train)[: int(round(fraction * len(train)))]
-            model, _ = fit_pcamlp(data['D'][rows], {'F': data['F'][rows], 'R': data['R'][rows]}, None,
-                                  stress=data['stress'][rows],
-                                  settings=FitSettings(**{'seed': seed + k, 'log_every': 10**9, **settings}))
+            model = fit(data, rows, seed + k, settings)
             f = predict_columns('pcamlp', model, {}, {'deformations': data['D'][test]})['free_energy'][0]
             errors[test] = errors_mha(f, data, test)
             sizes.append(len(rows))
@@ -144,7 +134,7 @@ def polynomial_baseline(data: dict, gradient: np.ndarray, folds: int, seed: int,
     terms = monomials(degree)
     values, slopes = polynomial_design(x, terms)
     errors = np.zeros(len(data['F']))
-    for _, train, test in folds_of(len(data['F']), folds, seed):
+    for _, train, test in fold_splits(len(data['F']), folds, seed):
         a = np.concatenate([values[train], (slopes[train] * weight[None, :, None]).reshape(-1, len(terms))])
         y = np.concatenate([data['F'][train], (gx[train] * weight).reshape(-1)])
         scale = np.abs(a).max(0)
@@ -172,7 +162,7 @@ def gp_baseline(data: dict, gradient: np.ndarray, folds: int, seed: int, iterati
     values, slopes = polynomial_design(x_all, terms)
     gx = gradient * DEFORMATION_SCALE / scale
     errors, fitted = np.zeros(len(data['F'])), []
-    for _, train, test in folds_of(len(data['F']), folds, seed):
+    for _, train, test in fold_splits(len(data['F']), folds, seed):
         n = len(train)
         design = np.concatenate([values[train], slopes[train].reshape(-1, len(terms))])
         y = np.concatenate([data['F'][train] / scale, gx[train].reshape(-1)])
@@ -220,8 +210,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
-    parts = [read_dataset(path) for path in args.datasets]
-    data = {name: np.concatenate([part[name] for part in parts]) for name in ('D', 'F', 'R', 'stress')}
+    data = read_exports(args.datasets)
     gradient = free_energy_gradient(data['D'], data['stress'])
     consistency = label_consistency(data, gradient)
     print('label consistency (trapezoid residual of F against the stress, mHa) by pair distance (units of σ):')
